@@ -1,0 +1,73 @@
+"""Checks across fields that pydantic cannot express per field, all reported at once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from turnout.config.model import Config, Route
+from turnout.exceptions import FieldError
+
+WEIGHT_STEP = 0.01  # one bucket of 10,000 is 0.01 percent
+
+
+def semantic_errors(config: Config) -> list[FieldError]:
+    return [*_unique_names(config), *_route_errors(config)]
+
+
+def _unique_names(config: Config) -> Iterator[FieldError]:
+    seen: dict[str, int] = {}
+    for i, up in enumerate(config.upstreams):
+        if up.name in seen:
+            yield FieldError(f"upstreams[{i}].name", f"duplicate upstream name {up.name!r}")
+        seen.setdefault(up.name, i)
+    routes: dict[str, int] = {}
+    for i, route in enumerate(config.routes):
+        if route.name in routes:
+            yield FieldError(f"routes[{i}].name", f"duplicate route name {route.name!r}")
+        routes.setdefault(route.name, i)
+
+
+def _route_errors(config: Config) -> Iterator[FieldError]:
+    upstreams = {u.name for u in config.upstreams}
+    catch_all: str | None = None
+    for i, route in enumerate(config.routes):
+        where = f"routes[{i}]"
+        if catch_all is not None:
+            yield FieldError(
+                f"{where}.match",
+                f"unreachable: route {catch_all!r} before it has no match and takes every request",
+            )
+        if route.match is None and catch_all is None:
+            catch_all = route.name
+        yield from _variant_errors(route, where, upstreams)
+
+
+def _variant_errors(route: Route, where: str, upstreams: set[str]) -> Iterator[FieldError]:
+    names: set[str] = set()
+    for j, v in enumerate(route.variants):
+        if v.name in names:
+            yield FieldError(f"{where}.variants[{j}].name", f"duplicate variant name {v.name!r}")
+        names.add(v.name)
+        if v.upstream not in upstreams:
+            yield FieldError(
+                f"{where}.variants[{j}].upstream",
+                f"unknown upstream {v.upstream!r}; known: {sorted(upstreams)}",
+            )
+    weights = [v.weight for v in route.variants]
+    if len(weights) == 1 and weights[0] is None:
+        return
+    for j, w in enumerate(weights):
+        if w is None:
+            yield FieldError(
+                f"{where}.variants[{j}].weight",
+                "required when a route has more than one variant",
+            )
+        elif abs(round(w / WEIGHT_STEP) * WEIGHT_STEP - w) > 1e-9:
+            yield FieldError(f"{where}.variants[{j}].weight", "must be a multiple of 0.01")
+    if all(w is not None for w in weights):
+        total = sum(round(w / WEIGHT_STEP) for w in weights if w is not None)
+        if total != round(100 / WEIGHT_STEP):
+            yield FieldError(
+                f"{where}.variants",
+                f"weights add up to {total * WEIGHT_STEP:g}, they must add up to 100",
+            )

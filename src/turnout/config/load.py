@@ -1,0 +1,68 @@
+"""Turn YAML text or a mapping into a validated ``Config``, or a ``ConfigError``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from turnout.config.checks import semantic_errors
+from turnout.config.model import Config
+from turnout.exceptions import ConfigError, FieldError
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def config_from_mapping(data: Any) -> Config:
+    """Validate a parsed document; every problem is reported, with its field path."""
+    if not isinstance(data, Mapping):
+        raise ConfigError.single("", "a config must be a mapping at the top level")
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        errors = [
+            FieldError(_path(tuple(e["loc"])), e["msg"].removeprefix("Value error, "))
+            for e in exc.errors(include_url=False)
+        ]
+        raise ConfigError(errors) from None
+    problems = semantic_errors(config)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def config_from_text(text: str, source: str = "<config>") -> Config:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError.single("", f"{source} is not valid YAML: {exc}") from None
+    return config_from_mapping(data)
+
+
+def load_config(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError.single("", f"cannot read {p}: {exc.strerror}") from None
+    return config_from_text(text, str(p))
+
+
+def json_schema() -> str:
+    """The JSON Schema of the config file, for editor completion (``turnout schema``)."""
+    schema = Config.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "turnout config"
+    return json.dumps(schema, indent=2)

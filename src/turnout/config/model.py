@@ -1,0 +1,200 @@
+"""The config schema: what a user writes in YAML, validated field by field.
+
+Models are frozen and forbid unknown keys, so a typo is an error with its path
+rather than a silently ignored setting. Checks that relate several fields
+(names unique, upstreams exist, weights add up) live in ``config.checks``, which
+reports them all at once with their paths.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from turnout.config.attributes import parse_attr, parse_template
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
+Scalar = str | int | float | bool
+
+# Body fields a variant may not set through `params`: they carry the request itself
+# or have their own, more specific setting.
+RESERVED_PARAMS = frozenset({"model", "messages", "prompt", "input", "stream"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Timeouts(_Strict):
+    """Seconds. ``first_byte`` bounds the wait for response headers; ``idle`` the gap
+    between two reads of the body (stream chunks)."""
+
+    connect: float = Field(5.0, gt=0)
+    first_byte: float = Field(60.0, gt=0)
+    idle: float = Field(60.0, gt=0)
+    total: float = Field(600.0, gt=0)
+
+
+class Upstream(_Strict):
+    name: Name
+    base_url: str = Field(description="OpenAI-compatible base URL, e.g. https://api.openai.com/v1")
+    api_key_env: str | None = Field(None, description="environment variable holding the API key")
+    api_key_file: str | None = Field(None, description="file holding the API key")
+    timeouts: Timeouts = Timeouts()
+    labels: dict[str, str] = Field(default_factory=dict, description="e.g. region, provider")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Upstream:
+        if self.api_key_env and self.api_key_file:
+            raise ValueError("set api_key_env or api_key_file, not both")
+        return self
+
+
+_COMBINATORS = ("all", "any", "not_")
+_OPERATORS = ("equals", "in_", "prefix", "regex", "exists", "gt", "gte", "lt", "lte")
+
+
+class Match(_Strict):
+    """Either a combinator (``all``, ``any``, ``not``) or one condition on ``attr``."""
+
+    all: list[Match] | None = None
+    any: list[Match] | None = None
+    not_: Match | None = Field(None, alias="not")
+    attr: str | None = Field(None, description="attribute reference, e.g. header:x-tier")
+    equals: Scalar | None = None
+    in_: list[Scalar] | None = Field(None, alias="in")
+    prefix: str | None = None
+    regex: str | None = Field(None, description="Python regex, searched anywhere in the value")
+    exists: bool | None = None
+    gt: float | None = None
+    gte: float | None = None
+    lt: float | None = None
+    lte: float | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Match:
+        combinators = [c for c in _COMBINATORS if getattr(self, c) is not None]
+        operators = [o for o in _OPERATORS if getattr(self, o) is not None]
+        shown = [n.rstrip("_") for n in combinators + operators]
+        if self.attr is None:
+            if len(combinators) != 1 or operators:
+                raise ValueError(
+                    "a match needs exactly one of all / any / not, or attr with one operator;"
+                    f" got {shown or 'nothing'}"
+                )
+            return self
+        if combinators or len(operators) != 1:
+            raise ValueError(
+                "a condition on attr takes exactly one operator of equals, in, prefix, regex,"
+                f" exists, gt, gte, lt, lte; got {shown or 'none'}"
+            )
+        parse_attr(self.attr)
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"regex {self.regex!r} does not compile: {exc}") from None
+        return self
+
+
+class Sticky(_Strict):
+    """Which attribute is hashed to assign a variant, and what to do without it."""
+
+    key: str = "header:x-user-id"
+    fallback: list[str] = Field(
+        default_factory=list, description="attributes tried in order when key is missing"
+    )
+    on_missing: Literal["random", "reject"] = Field(
+        "random", description="random: a random variant per request; reject: answer 400"
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _attr(cls, v: str) -> str:
+        parse_attr(v)
+        return v
+
+    @field_validator("fallback")
+    @classmethod
+    def _attrs(cls, v: list[str]) -> list[str]:
+        for item in v:
+            parse_attr(item)
+        return v
+
+
+class SystemPrompt(_Strict):
+    """Replace, prepend to or append to the system prompt (chat requests only)."""
+
+    mode: Literal["replace", "prepend", "append"] = "replace"
+    template: str = Field(description="text with {{attr}}, {{route}}, {{variant}}, {{model}}")
+
+    @field_validator("template")
+    @classmethod
+    def _parses(cls, v: str) -> str:
+        parse_template(v)
+        return v
+
+
+class Variant(_Strict):
+    name: Name
+    upstream: Name
+    weight: float | None = Field(
+        None, ge=0, le=100, description="percent, in steps of 0.01; all of a route's add to 100"
+    )
+    model: str | None = Field(None, description="model name sent upstream instead of the client's")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="body fields set on every request, e.g. temperature"
+    )
+    system_prompt: SystemPrompt | None = None
+
+    @field_validator("params")
+    @classmethod
+    def _not_reserved(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = sorted(RESERVED_PARAMS.intersection(v))
+        if bad:
+            raise ValueError(f"{bad} cannot be set through params (use `model` for the model)")
+        return v
+
+
+class Route(_Strict):
+    name: Name
+    match: Match | None = Field(None, description="absent: the route matches every request")
+    sticky: Sticky = Sticky()
+    salt: str | None = Field(
+        None, description="hash salt of this split; defaults to the route name", min_length=1
+    )
+    allow_override: bool = Field(
+        False, description="honour the x-turnout-variant header to force a variant"
+    )
+    variants: list[Variant] = Field(min_length=1)
+
+    @field_validator("salt")
+    @classmethod
+    def _no_nul(cls, v: str | None) -> str | None:
+        if v is not None and "\x00" in v:
+            raise ValueError("must not contain NUL (it separates salt from key in the hash)")
+        return v
+
+
+class GatewaySettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+
+
+class Config(_Strict):
+    """A whole turnout config. ``version`` is the schema version of this file format."""
+
+    version: Literal[1] = 1
+    gateway: GatewaySettings = GatewaySettings()
+    upstreams: list[Upstream] = Field(min_length=1)
+    routes: list[Route] = Field(min_length=1)

@@ -1,0 +1,66 @@
+"""A variant's overrides applied to a request body: model, parameters, system prompt."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from turnout.config.attributes import AttrRef, Template
+from turnout.routing.request import RequestView, as_text, getter
+
+if TYPE_CHECKING:
+    from turnout.routing.router import Decision
+
+# A compiled template part: literal text, or a function of (request, names) giving text.
+Part = str | Callable[[RequestView, dict[str, str]], str]
+
+
+def _placeholder(part: AttrRef | tuple[str]) -> Callable[[RequestView, dict[str, str]], str]:
+    if isinstance(part, AttrRef):
+        get = getter(part)
+        return lambda view, names: as_text(get(view)) or ""
+    name = part[0]
+    return lambda view, names: names.get(name, "")
+
+
+def compile_template(template: Template) -> tuple[Part, ...]:
+    """Resolve placeholders to getters once per config, not once per request."""
+    return tuple(p if isinstance(p, str) else _placeholder(p) for p in template.parts)
+
+
+def render(parts: tuple[Part, ...], view: RequestView, names: dict[str, str]) -> str:
+    return "".join(p if isinstance(p, str) else p(view, names) for p in parts)
+
+
+def _apply_system_prompt(messages: list[Any], mode: str, text: str) -> None:
+    first = messages[0] if messages else None
+    if not (isinstance(first, dict) and first.get("role") in ("system", "developer")):
+        messages.insert(0, {"role": "system", "content": text})
+        return
+    current = first.get("content")
+    if mode == "replace" or not isinstance(current, str):
+        # Structured content (a list of parts) is replaced whole rather than guessed at.
+        first["content"] = text
+    elif mode == "prepend":
+        first["content"] = f"{text}\n\n{current}" if current else text
+    else:
+        first["content"] = f"{current}\n\n{text}" if current else text
+
+
+def apply_variant(decision: Decision, body: dict[str, Any], view: RequestView) -> dict[str, Any]:
+    """Apply overrides to ``body`` in place (the gateway owns the parsed body) and return it."""
+    variant = decision.variant
+    if variant.model is not None:
+        body["model"] = variant.model
+    if variant.params:
+        body.update(variant.params)
+    if variant.prompt is not None and variant.prompt_mode is not None:
+        messages = body.get("messages")
+        if isinstance(messages, list):
+            names = {
+                "route": decision.route.name,
+                "variant": variant.name,
+                "model": str(body.get("model", "")),
+            }
+            _apply_system_prompt(messages, variant.prompt_mode, render(variant.prompt, view, names))
+    return body
