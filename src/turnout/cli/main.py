@@ -1,0 +1,147 @@
+"""The ``turnout`` command line: one subcommand a function, errors as clear messages."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from turnout.exceptions import ConfigError
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from turnout.config import json_schema  # noqa: PLC0415
+
+    print(json_schema())
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from turnout.config import load_config  # noqa: PLC0415
+
+    config = load_config(args.file)
+    routes = ", ".join(f"{r.name} ({len(r.variants)} variants)" for r in config.routes)
+    print(f"{args.file}: valid; {len(config.upstreams)} upstreams; routes: {routes}")
+    return 0
+
+
+def _pairs(items: Sequence[str], what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition(":" if what == "header" else "=")
+        if not sep:
+            raise SystemExit(
+                f"turnout: --{what} {item!r}: write NAME{':' if what == 'header' else '='}VALUE"
+            )
+        out[key.strip().lower() if what == "header" else key] = value.strip()
+    return out
+
+
+def _cmd_route(args: argparse.Namespace) -> int:
+    from urllib.parse import urlencode  # noqa: PLC0415
+
+    from turnout.config import load_config  # noqa: PLC0415
+    from turnout.routing import RequestView, Router  # noqa: PLC0415
+
+    router = Router(load_config(args.file))
+    body: Any = {}
+    if args.body:
+        text = Path(args.body[1:]).read_text() if args.body.startswith("@") else args.body
+        try:
+            body = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise SystemExit(f"turnout: --body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise SystemExit("turnout: --body must be a JSON object")
+    view = RequestView(
+        args.path, _pairs(args.header, "header"), body, urlencode(_pairs(args.query, "query"))
+    )
+    print("\n".join(router.explain(view)))
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from turnout.gateway.run import serve  # noqa: PLC0415
+
+    serve(args.config, host=args.host, port=args.port, workers=args.workers)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from turnout.cli.demo import run_demo  # noqa: PLC0415
+    from turnout.gateway.run import run  # noqa: PLC0415
+
+    run(run_demo(args.host, args.port))
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from turnout.gateway.run import run  # noqa: PLC0415
+    from turnout.simulator import profiles_from_mapping, run_simulator_forever  # noqa: PLC0415
+
+    data = yaml.safe_load(Path(args.profiles).read_text()) if args.profiles else {}
+    profiles = profiles_from_mapping(data or {})
+    print(f"turnout simulator on http://{args.host}:{args.port}/v1", flush=True)
+    run(run_simulator_forever(profiles, host=args.host, port=args.port, seed=args.seed))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="turnout", description="Traffic-splitting gateway for LLMs")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("demo", help="simulated upstreams + gateway, split 90/10")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080)
+    s.set_defaults(func=_cmd_demo)
+
+    s = sub.add_parser("serve", help="run the gateway from a config file")
+    s.add_argument("--config", "-c", required=True)
+    s.add_argument("--host", help="override gateway.host")
+    s.add_argument("--port", type=int, help="override gateway.port")
+    s.add_argument("--workers", "-w", type=int, default=1, help="processes sharing the port")
+    s.set_defaults(func=_cmd_serve)
+
+    s = sub.add_parser("validate", help="check a config file; errors name the field")
+    s.add_argument("file")
+    s.set_defaults(func=_cmd_validate)
+
+    s = sub.add_parser("route", help="explain which route and variant a request gets")
+    s.add_argument("file")
+    s.add_argument("--header", "-H", action="append", default=[], metavar="NAME:VALUE")
+    s.add_argument("--query", "-q", action="append", default=[], metavar="NAME=VALUE")
+    s.add_argument("--body", "-d", help="JSON body, or @file")
+    s.add_argument("--path", default="/v1/chat/completions")
+    s.set_defaults(func=_cmd_route)
+
+    s = sub.add_parser("schema", help="print the config's JSON Schema")
+    s.set_defaults(func=_cmd_schema)
+
+    s = sub.add_parser("simulate", help="run a simulated OpenAI-compatible upstream")
+    s.add_argument("--profiles", help="YAML file of model profiles (docs/simulator.md)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=9000)
+    s.add_argument("--seed", type=int)
+    s.set_defaults(func=_cmd_simulate)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"turnout: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

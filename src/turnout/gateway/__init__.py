@@ -1,0 +1,1 @@
+"""The data plane: HTTP front, request pipeline and upstream transport."""

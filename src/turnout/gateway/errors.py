@@ -1,0 +1,30 @@
+"""OpenAI-style error bodies: ``{"error": {"message", "type", "code", "param"}}``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import orjson
+from aiohttp import web
+
+from turnout.exceptions import GatewayError
+
+
+def error_body(message: str, type_: str, code: str, param: str | None = None) -> bytes:
+    return orjson.dumps(
+        {"error": {"message": message, "type": type_, "code": code, "param": param}}
+    )
+
+
+def error_response(exc: GatewayError, headers: Mapping[str, str]) -> web.Response:
+    return web.Response(
+        status=exc.status,
+        body=error_body(exc.message, exc.type, exc.code, exc.param),
+        headers=headers,
+        content_type="application/json",
+    )
+
+
+def stream_error_event(exc: GatewayError) -> bytes:
+    """An SSE event the ``openai`` client raises as an APIError mid-stream."""
+    return b"data: " + error_body(exc.message, exc.type, exc.code) + b"\n\n"

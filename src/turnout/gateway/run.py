@@ -1,0 +1,123 @@
+"""Running the gateway as a process, or as several processes sharing one port.
+
+Workers are separate processes bound with SO_REUSEPORT, so the kernel spreads
+connections across them. Each builds its own snapshot from the same config; the
+assignment hash has no per-process state, so a key gets the same variant from
+whichever worker answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from turnout.config import load_config
+from turnout.exceptions import ConfigError
+from turnout.gateway.server import serve_gateway
+from turnout.snapshot import Snapshot, build_snapshot
+
+ADMIN_TOKEN_ENV = "TURNOUT_ADMIN_TOKEN"
+ADMIN_TOKEN_FILE_ENV = "TURNOUT_ADMIN_TOKEN_FILE"
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (measured faster, bench/stack), else the default loop."""
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:
+        return None
+    new_loop: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return new_loop
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(main)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def require_token_beyond_loopback(host: str) -> None:
+    """Refuse to expose turnout beyond this machine without an admin token set."""
+    if is_loopback(host) or os.environ.get(ADMIN_TOKEN_ENV):
+        return
+    token_file = os.environ.get(ADMIN_TOKEN_FILE_ENV)
+    if token_file and Path(token_file).is_file():
+        return
+    raise ConfigError.single(
+        "gateway.host",
+        f"listening on {host} (beyond loopback) needs an admin token: set {ADMIN_TOKEN_ENV}"
+        f" or {ADMIN_TOKEN_FILE_ENV}",
+    )
+
+
+async def wait_for_stop_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _serve(snapshot: Snapshot, host: str, port: int, reuse_port: bool, quiet: bool) -> None:
+    gateway, server = await serve_gateway(snapshot, host=host, port=port, reuse_port=reuse_port)
+    if not quiet:
+        print(f"turnout gateway on http://{host}:{server.port}/v1 (pid {os.getpid()})", flush=True)
+    try:
+        await wait_for_stop_signal()
+    finally:
+        await server.close()
+        await gateway.close()
+
+
+def _worker(config_path: str, host: str, port: int) -> None:
+    snapshot = build_snapshot(load_config(config_path))
+    run(_serve(snapshot, host, port, reuse_port=True, quiet=False))
+
+
+def serve(config_path: str, *, host: str | None, port: int | None, workers: int) -> None:
+    """Validate the config here first, so a bad one fails before any worker starts."""
+    snapshot = build_snapshot(load_config(config_path))
+    host = snapshot.config.gateway.host if host is None else host
+    port = snapshot.config.gateway.port if port is None else port
+    require_token_beyond_loopback(host)
+    if workers <= 1:
+        run(_serve(snapshot, host, port, reuse_port=False, quiet=False))
+        return
+    if port == 0:
+        raise ConfigError.single("gateway.port", "several workers need a fixed port, not 0")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(config_path, host, port)) for _ in range(workers)]
+    for p in procs:
+        p.start()
+
+    def stop(signum: int, frame: object) -> None:
+        for p in procs:
+            if p.is_alive() and p.pid is not None:
+                os.kill(p.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    for p in procs:
+        p.join()
+    failed = [p.exitcode for p in procs if p.exitcode not in (0, -signal.SIGTERM)]
+    if failed:
+        sys.exit(f"turnout: {len(failed)} worker(s) exited with an error: {failed}")

@@ -1,0 +1,121 @@
+"""The gateway's HTTP server: the OpenAI API under /v1, dispatched to the pipeline.
+
+aiohttp's low-level server is used with a dict lookup on (method, path) instead
+of the routing application: the gateway has five fixed paths, and every
+unknown path or method still gets an OpenAI-style JSON error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import orjson
+from aiohttp import web
+
+from turnout.exceptions import GatewayError, InvalidRequest
+from turnout.gateway.errors import error_response
+from turnout.gateway.pipeline import Pipeline
+from turnout.gateway.transport import AiohttpTransport, Transport
+from turnout.snapshot import Snapshot
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+class Gateway:
+    """One process's gateway: a pipeline, its transport, and the HTTP front."""
+
+    def __init__(self, snapshot: Snapshot, transport: Transport | None = None) -> None:
+        self.pipeline = Pipeline(snapshot, transport or AiohttpTransport())
+        p = self.pipeline
+        self._routes: dict[tuple[str, str], Handler] = {
+            ("POST", "/v1/chat/completions"): lambda r: p.proxy(r, "chat/completions"),
+            ("POST", "/v1/completions"): lambda r: p.proxy(r, "completions"),
+            ("POST", "/v1/embeddings"): lambda r: p.proxy(r, "embeddings"),
+            ("GET", "/v1/models"): self._models,
+            ("GET", "/healthz"): self._health,
+        }
+        self._paths = {path for _, path in self._routes}
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self.pipeline.snapshot
+
+    def swap(self, snapshot: Snapshot) -> None:
+        """Serve every request that starts from now on with ``snapshot``."""
+        self.pipeline.snapshot = snapshot
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        handler = self._routes.get((request.method, request.path))
+        if handler is not None:
+            return await handler(request)
+        if request.path in self._paths:
+            err = InvalidRequest(
+                f"method {request.method} is not allowed on {request.path}",
+                code="method_not_allowed",
+            )
+            err.status = 405
+        else:
+            err = InvalidRequest(f"unknown path {request.path}", code="not_found")
+            err.status = 404
+        return error_response(err, {})
+
+    async def _models(self, request: web.BaseRequest) -> web.Response:
+        return web.Response(body=self.snapshot.models_body, content_type="application/json")
+
+    async def _health(self, request: web.BaseRequest) -> web.Response:
+        body = orjson.dumps({"status": "ok", "config_version": self.snapshot.version})
+        return web.Response(body=body, content_type="application/json")
+
+    async def close(self) -> None:
+        await self.pipeline.transport.close()
+
+
+@dataclass
+class RunningServer:
+    runner: web.ServerRunner
+    host: str
+    port: int
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_http(
+    handler: Handler, host: str, port: int, *, reuse_port: bool = False
+) -> RunningServer:
+    """Serve ``handler`` on host:port (0 = a free port); returns the bound port."""
+
+    async def guarded(request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except GatewayError as exc:
+            return error_response(exc, {})
+
+    server = web.Server(guarded, handler_cancellation=True)
+    runner = web.ServerRunner(server, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024)
+    await site.start()
+    bound = port
+    for sock in runner.addresses:
+        bound = int(sock[1])
+    return RunningServer(runner, host, bound)
+
+
+async def serve_gateway(
+    snapshot: Snapshot,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    reuse_port: bool = False,
+) -> tuple[Gateway, RunningServer]:
+    gateway = Gateway(snapshot)
+    cfg = snapshot.config.gateway
+    server = await start_http(
+        gateway.handle,
+        cfg.host if host is None else host,
+        cfg.port if port is None else port,
+        reuse_port=reuse_port,
+    )
+    return gateway, server
