@@ -93,8 +93,9 @@ class Pipeline:
         try:
             body = parse_body(await read_body(request, snap.max_body_bytes))
             view = RequestView(request.path, request.headers, body, request.query_string)
-            decision = snap.router.decide(view)
-            headers[H_ROUTE] = decision.route.name
+            route = snap.router.match(view)
+            headers[H_ROUTE] = route.name
+            decision = snap.router.assign(route, view)
             headers[H_VARIANT] = decision.variant.name
             apply_variant(decision, body, view)
             return await self._dispatch(request, snap, decision, endpoint, body, headers)

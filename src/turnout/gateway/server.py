@@ -7,6 +7,7 @@ unknown path or method still gets an OpenAI-style JSON error.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -64,7 +65,9 @@ class Gateway:
         return web.Response(body=self.snapshot.models_body, content_type="application/json")
 
     async def _health(self, request: web.BaseRequest) -> web.Response:
-        body = orjson.dumps({"status": "ok", "config_version": self.snapshot.version})
+        body = orjson.dumps(
+            {"status": "ok", "config_version": self.snapshot.version, "pid": os.getpid()}
+        )
         return web.Response(body=body, content_type="application/json")
 
     async def close(self) -> None:

@@ -120,7 +120,10 @@ class Router:
         raise NoRouteMatched("no route matches this request and the config has no catch-all")
 
     def decide(self, view: RequestView) -> Decision:
-        route = self.match(view)
+        return self.assign(self.match(view), view)
+
+    def assign(self, route: CompiledRoute, view: RequestView) -> Decision:
+        """Pick the variant of ``route``: forced, hashed from the key, or random."""
         if route.allow_override:
             forced = view.headers.get(FORCE_HEADER)
             if forced:
