@@ -85,11 +85,17 @@ def _condition(m: Match) -> Predicate:
     test: Test
     if m.equals is not None:
         want = as_text(m.equals)
-        test = lambda v: as_text(get(v)) == want  # noqa: E731
+
+        def test(v: RequestView) -> bool:
+            x = get(v)
+            return (x if type(x) is str else as_text(x)) == want
         text = f"{ref} equals {m.equals!r}"
     elif m.in_ is not None:
         allowed = frozenset(as_text(x) for x in m.in_)
-        test = lambda v: as_text(get(v)) in allowed  # noqa: E731
+
+        def test(v: RequestView) -> bool:
+            x = get(v)
+            return (x if type(x) is str else as_text(x)) in allowed
         text = f"{ref} in {m.in_!r}"
     elif m.prefix is not None:
         prefix = m.prefix
@@ -122,17 +128,36 @@ def _condition(m: Match) -> Predicate:
     return Predicate("cond", text, test, get=get)
 
 
+# Plain loops: a generator inside all()/any() costs more than the tests it runs.
+def _all(tests: tuple[Test, ...]) -> Test:
+    def test(v: RequestView) -> bool:
+        for t in tests:  # noqa: SIM110 (see above)
+            if not t(v):
+                return False
+        return True
+
+    return test
+
+
+def _any(tests: tuple[Test, ...]) -> Test:
+    def test(v: RequestView) -> bool:
+        for t in tests:  # noqa: SIM110 (see above)
+            if t(v):
+                return True
+        return False
+
+    return test
+
+
 def compile_match(m: Match) -> Predicate:
     if m.attr is not None:
         return _condition(m)
     if m.all is not None:
         kids = tuple(compile_match(c) for c in m.all)
-        tests = tuple(k.test for k in kids)
-        return Predicate("all", "all", lambda v: all(t(v) for t in tests), kids)
+        return Predicate("all", "all", _all(tuple(k.test for k in kids)), kids)
     if m.any is not None:
         kids = tuple(compile_match(c) for c in m.any)
-        tests = tuple(k.test for k in kids)
-        return Predicate("any", "any", lambda v: any(t(v) for t in tests), kids)
+        return Predicate("any", "any", _any(tuple(k.test for k in kids)), kids)
     assert m.not_ is not None
     kid = compile_match(m.not_)
     inner = kid.test

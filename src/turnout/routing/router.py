@@ -106,16 +106,17 @@ def compile_route(route: Route, index: int) -> CompiledRoute:
 class Router:
     """Immutable once built; a new config builds a new Router."""
 
-    __slots__ = ("_rand", "routes")
+    __slots__ = ("_rand", "_tests", "routes")
 
     def __init__(self, config: Config, rand: Callable[[int], int] | None = None) -> None:
         self.routes = tuple(compile_route(r, i) for i, r in enumerate(config.routes))
+        self._tests = tuple((r.predicate.test if r.predicate else None, r) for r in self.routes)
         # Injected for tests; requests without a key draw a uniform bucket.
         self._rand = rand or random.randrange
 
     def match(self, view: RequestView) -> CompiledRoute:
-        for route in self.routes:
-            if route.predicate is None or route.predicate.test(view):
+        for test, route in self._tests:
+            if test is None or test(view):
                 return route
         raise NoRouteMatched("no route matches this request and the config has no catch-all")
 
