@@ -89,6 +89,7 @@ def _condition(m: Match) -> Predicate:
         def test(v: RequestView) -> bool:
             x = get(v)
             return (x if type(x) is str else as_text(x)) == want
+
         text = f"{ref} equals {m.equals!r}"
     elif m.in_ is not None:
         allowed = frozenset(as_text(x) for x in m.in_)
@@ -96,6 +97,7 @@ def _condition(m: Match) -> Predicate:
         def test(v: RequestView) -> bool:
             x = get(v)
             return (x if type(x) is str else as_text(x)) in allowed
+
         text = f"{ref} in {m.in_!r}"
     elif m.prefix is not None:
         prefix = m.prefix
