@@ -323,6 +323,8 @@ def profile_from_mapping(data: object, path: str = "") -> ModelProfile:
                 kwargs[key] = None
             elif _is_number(value):
                 kwargs[key] = float(value)
+            elif key == "tokens_per_second" and str(value).lower() in ("inf", "infinity"):
+                kwargs[key] = math.inf  # YAML only reads `.inf` as a number; `inf` is a string
             else:
                 errors.append(FieldError(fpath, "must be a number"))
         else:

@@ -45,9 +45,6 @@ class ReceivedRequest:
     headers: dict[str, str]
     body: dict[str, Any]
 
-    def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "headers": self.headers, "body": self.body}
-
 
 class _BadRequest(Exception):
     def __init__(self, message: str, param: str | None = None) -> None:
@@ -244,14 +241,11 @@ class _Simulator:
             seconds = profile.seconds_per_token * completion_tokens
             if seconds > 0:
                 await asyncio.sleep(seconds)
+            field = "message" if chat else "text"
             choices = [
                 {
                     "index": i,
-                    **(
-                        {"message": {"role": "assistant", "content": r.content}}
-                        if chat
-                        else {"text": r.content}
-                    ),
+                    field: {"role": "assistant", "content": r.content} if chat else r.content,
                     "logprobs": None,
                     "finish_reason": r.finish_reason,
                 }
@@ -327,8 +321,7 @@ class _Simulator:
         return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type=_JSON)
 
     async def list_received(self, request: web.Request) -> web.StreamResponse:
-        payload = [r.to_json() for r in self.received]
-        return web.Response(body=orjson.dumps(payload), content_type=_JSON)
+        return web.Response(body=orjson.dumps(list(self.received)), content_type=_JSON)
 
     async def clear_received(self, request: web.Request) -> web.StreamResponse:
         self.received.clear()
@@ -372,13 +365,7 @@ async def _stream(
     if die:
         events = events[: max(1, len(events) // 2)]
     try:
-        if not paced and not die:
-            # One write for the whole stream: the benchmark path.
-            await resp.write_eof(b"".join([data for _, data in events]) + ending)
-            return resp
-        if not paced:
-            await resp.write(b"".join([data for _, data in events]))
-        else:
+        if paced:
             loop = asyncio.get_running_loop()
             # Deadlines from one start, so per-write overhead does not accumulate as drift.
             deadline = loop.time()
@@ -387,13 +374,18 @@ async def _stream(
                 if (wait := deadline - loop.time()) > 0:
                     await asyncio.sleep(wait)
                 await resp.write(data)
+        else:
+            payload = b"".join([data for _, data in events])
+            if not die:  # the benchmark path: the whole stream in one write
+                await resp.write_eof(payload + ending)
+                return resp
+            await resp.write(payload)
         if die:
             if request.transport is not None:
                 # close(), not abort(): what was written must reach the client first.
                 request.transport.close()
             return resp
-        await resp.write(ending)
-        await resp.write_eof()
+        await resp.write_eof(ending)
     except ConnectionResetError:
         pass  # The client went away; nothing left to tell it.
     return resp
