@@ -61,12 +61,17 @@ def _api_key(up: Upstream, index: int, env: Mapping[str, str]) -> str | None:
             )
         return key
     if up.api_key_file:
+        where = f"upstreams[{index}].api_key_file"
         try:
-            return Path(up.api_key_file).read_text(encoding="utf-8").strip()
+            key = Path(up.api_key_file).read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError.single(
-                f"upstreams[{index}].api_key_file", f"cannot read the key file: {exc.strerror}"
-            ) from None
+            raise ConfigError.single(where, f"cannot read the key file: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            # The exception holds the file's bytes, the key among them: never pass it on.
+            raise ConfigError.single(where, "the key file is not UTF-8 text") from None
+        if not key:
+            raise ConfigError.single(where, "the key file is empty")
+        return key
     return None
 
 

@@ -31,6 +31,8 @@ def config_from_mapping(data: Any) -> Config:
         raise ConfigError.single("", "a config must be a mapping at the top level")
     try:
         config = Config.model_validate(data)
+    except RecursionError:
+        raise ConfigError.single("", "the config is nested too deeply") from None
     except ValidationError as exc:
         errors = [
             FieldError(_path(tuple(e["loc"])), e["msg"].removeprefix("Value error, "))
@@ -48,6 +50,8 @@ def config_from_text(text: str, source: str = "<config>") -> Config:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError.single("", f"{source} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError.single("", f"{source} is nested too deeply") from None
     return config_from_mapping(data)
 
 

@@ -101,7 +101,7 @@ class Match(_Strict):
         if self.regex is not None:
             try:
                 re.compile(self.regex)
-            except re.error as exc:
+            except (re.error, OverflowError, RecursionError) as exc:
                 raise ValueError(f"regex {self.regex!r} does not compile: {exc}") from None
         return self
 

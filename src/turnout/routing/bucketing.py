@@ -26,7 +26,10 @@ def salt_prefix(salt: str) -> bytes:
 
 
 def bucket_of(prefix: bytes, key: str) -> int:
-    return int.from_bytes(sha256(prefix + key.encode()).digest()[:8], "big") % BUCKETS
+    # surrogateescape: a header that is not UTF-8 arrives with its raw bytes escaped;
+    # hashing those bytes back keeps the hash defined on bytes, as in other languages.
+    data = prefix + key.encode("utf-8", "surrogateescape")
+    return int.from_bytes(sha256(data).digest()[:8], "big") % BUCKETS
 
 
 def bucket(salt: str, key: str) -> int:

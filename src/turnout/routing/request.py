@@ -8,8 +8,6 @@ and cookies are parsed only when a config refers to them.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from contextlib import suppress
-from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -50,12 +48,26 @@ class RequestView:
     @property
     def cookies(self) -> dict[str, str]:
         if self._cookies is _UNSET:
-            jar: SimpleCookie = SimpleCookie()
-            # An unparsable Cookie header means no cookies, not a failed request.
-            with suppress(CookieError):
-                jar.load(self.headers.get("cookie", ""))
-            self._cookies = {k: m.value for k, m in jar.items()}
+            self._cookies = parse_cookie_header(self.headers.get("cookie", ""))
         return self._cookies
+
+
+def parse_cookie_header(header: str) -> dict[str, str]:
+    """Lenient: one malformed pair is skipped, never the whole header; first value wins.
+
+    (http.cookies.SimpleCookie drops every cookie when one pair is malformed, which
+    would silently turn cookie stickiness into random assignment.)
+    """
+    cookies: dict[str, str] = {}
+    for pair in header.split(";"):
+        name, sep, value = pair.partition("=")
+        name = name.strip()
+        if sep and name:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            cookies.setdefault(name, value)
+    return cookies
 
 
 Getter = Callable[[RequestView], Any]

@@ -60,7 +60,7 @@ def apply_variant(decision: Decision, body: dict[str, Any], view: RequestView) -
             names = {
                 "route": decision.route.name,
                 "variant": variant.name,
-                "model": str(body.get("model", "")),
+                "model": as_text(body.get("model")) or "",
             }
             _apply_system_prompt(messages, variant.prompt_mode, render(variant.prompt, view, names))
     return body
