@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
+from multidict import CIMultiDict
 
 from turnout.config import config_from_mapping
 from turnout.gateway.server import Gateway, serve_gateway
@@ -33,14 +34,14 @@ class Running:
 
     async def post(
         self, path: str, body: Any = None, *, data: bytes | None = None, **kw: Any
-    ) -> tuple[int, dict[str, str], Any]:
+    ) -> tuple[int, CIMultiDict[str], Any]:
         async with self.http.post(
             f"{self.url}{path}", json=body if data is None else None, data=data, **kw
         ) as resp:
             payload = await resp.read()
             ctype = resp.content_type
             parsed = await resp.json(content_type=None) if ctype == "application/json" else payload
-            return resp.status, dict(resp.headers), parsed
+            return resp.status, CIMultiDict(resp.headers), parsed
 
 
 def split_config(upstream_url: str, **route: Any) -> dict[str, Any]:

@@ -28,8 +28,8 @@ class _Strict(BaseModel):
 
 
 class Timeouts(_Strict):
-    """Seconds. ``first_byte`` bounds the wait for response headers; ``idle`` the gap
-    between two reads of the body (stream chunks)."""
+    """Seconds. ``first_byte`` bounds the wait for response headers; ``idle`` the wait
+    for each read of the body after them (each stream chunk; a whole non-streamed body)."""
 
     connect: float = Field(5.0, gt=0)
     first_byte: float = Field(60.0, gt=0)

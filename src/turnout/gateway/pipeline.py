@@ -7,6 +7,7 @@ are ``GatewayError``s turned into OpenAI-style responses by one handler.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from typing import Any
@@ -44,7 +45,14 @@ async def read_body(request: web.BaseRequest, limit: int) -> bytes:
     if length is not None:
         if length > limit:
             raise PayloadTooLarge(f"request body of {length} bytes is over the {limit}-byte limit")
-        return await request.read()
+        if length == 0:
+            return b""
+        # Read from the stream directly: request.read() would apply aiohttp's own
+        # 1 MiB client_max_size instead of the configured limit.
+        try:
+            return await request.content.readexactly(length)
+        except asyncio.IncompleteReadError:
+            raise InvalidRequest("the request body ended early", code="invalid_body") from None
     # Chunked upload: count as we go so an endless body cannot exhaust memory.
     parts: list[bytes] = []
     size = 0
@@ -65,6 +73,14 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object", code="invalid_json")
     return body
+
+
+def _passed_on(upstream: UpstreamResponse, headers: dict[str, str]) -> dict[str, str]:
+    """Rate-limit hints the client backs off by (Retry-After, x-ratelimit-*)."""
+    for name, value in upstream.headers.items():
+        if name.lower().startswith(("retry-after", "x-ratelimit-")):
+            headers[name] = value
+    return headers
 
 
 def _relay_error(status: int, raw: bytes, upstream: str) -> tuple[int, bytes]:
@@ -124,7 +140,10 @@ class Pipeline:
         if upstream.status >= 400:
             status, raw = _relay_error(upstream.status, raw, target.name)
             return web.Response(
-                status=status, body=raw, headers=headers, content_type="application/json"
+                status=status,
+                body=raw,
+                headers=_passed_on(upstream, headers),
+                content_type="application/json",
             )
         try:
             orjson.loads(raw)

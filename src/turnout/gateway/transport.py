@@ -9,7 +9,7 @@ exceptions, so the pipeline does not depend on the client library.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
 import aiohttp
@@ -21,6 +21,7 @@ from turnout.snapshot import UpstreamTarget
 class UpstreamResponse(Protocol):
     status: int
     content_type: str
+    headers: Mapping[str, str]
 
     async def read(self) -> bytes: ...
     def chunks(self) -> AsyncIterator[bytes]: ...
@@ -42,26 +43,40 @@ def _translate(exc: BaseException, target: UpstreamTarget) -> UpstreamFailed | U
 
 
 class _AiohttpResponse:
-    __slots__ = ("_resp", "_target", "content_type", "status")
+    __slots__ = ("_resp", "_target", "content_type", "headers", "status")
 
     def __init__(self, resp: aiohttp.ClientResponse, target: UpstreamTarget) -> None:
         self._resp = resp
         self._target = target
         self.status = resp.status
         self.content_type = resp.content_type
+        self.headers: Mapping[str, str] = resp.headers
 
     async def read(self) -> bytes:
         try:
-            return await self._resp.read()
+            async with asyncio.timeout(self._target.idle_timeout):
+                return await self._resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _translate(exc, self._target) from None
         finally:
             self._resp.release()
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        # One timeout object re-armed before each read: the idle limit covers the
+        # wait on the upstream only, not the time the client takes to accept a chunk.
+        loop = asyncio.get_running_loop()
+        idle = self._target.idle_timeout
+        reader = self._resp.content.iter_any().__aiter__()
         try:
-            async for chunk in self._resp.content.iter_any():
-                yield chunk
+            async with asyncio.timeout(None) as deadline:
+                while True:
+                    deadline.reschedule(loop.time() + idle)
+                    try:
+                        chunk = await reader.__anext__()
+                    except StopAsyncIteration:
+                        return
+                    deadline.reschedule(None)
+                    yield chunk
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _translate(exc, self._target) from None
 
@@ -75,7 +90,7 @@ class AiohttpTransport:
     def __init__(self, max_connections: int = 1024) -> None:
         self._session: aiohttp.ClientSession | None = None
         self._max_connections = max_connections
-        self._timeouts: dict[tuple[float, float, float], aiohttp.ClientTimeout] = {}
+        self._timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
 
     def _client(self) -> aiohttp.ClientSession:
         # Created lazily: a session must be made inside the running event loop.
@@ -89,10 +104,12 @@ class AiohttpTransport:
         return self._session
 
     def _timeout(self, t: UpstreamTarget) -> aiohttp.ClientTimeout:
-        key = (t.total_timeout, t.connect_timeout, t.idle_timeout)
+        key = (t.total_timeout, t.connect_timeout)
         timeout = self._timeouts.get(key)
         if timeout is None:
-            timeout = aiohttp.ClientTimeout(total=key[0], sock_connect=key[1], sock_read=key[2])
+            # No sock_read: aiohttp would start it when the request is sent, so it would
+            # also bound the wait for headers; first_byte and idle are enforced here.
+            timeout = aiohttp.ClientTimeout(total=key[0], sock_connect=key[1])
             self._timeouts[key] = timeout
         return timeout
 
