@@ -4,7 +4,9 @@
     ├── ConfigError                   a config was refused; carries every (field path, reason)
     └── GatewayError                  a request failed; rendered as an OpenAI-style JSON error
         ├── InvalidRequest      400   malformed JSON, wrong types, unknown forced variant
+        ├── NotFound            404   no such path
         ├── NoRouteMatched      404   no route matches and the config has no catch-all route
+        ├── MethodNotAllowed    405   a known path with the wrong method
         ├── PayloadTooLarge     413   body over ``gateway.max_body_bytes``
         ├── UpstreamFailed      502   refused connection, reset, garbage answer
         └── UpstreamTimeout     504   an upstream timeout elapsed
@@ -72,6 +74,18 @@ class NoRouteMatched(GatewayError):
     status = 404
     type = "invalid_request_error"
     code = "no_route"
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
 
 
 class PayloadTooLarge(GatewayError):

@@ -51,7 +51,7 @@ class Snapshot:
     max_body_bytes: int
 
 
-def _api_key(up: Upstream, index: int, env: Mapping[str, str]) -> str | None:
+def _api_key(up: Upstream, index: int, env: Mapping[str, str], base_dir: Path) -> str | None:
     if up.api_key_env:
         key = env.get(up.api_key_env)
         if not key:
@@ -63,7 +63,8 @@ def _api_key(up: Upstream, index: int, env: Mapping[str, str]) -> str | None:
     if up.api_key_file:
         where = f"upstreams[{index}].api_key_file"
         try:
-            key = Path(up.api_key_file).read_text(encoding="utf-8").strip()
+            # A relative path is relative to the config file, not to where turnout runs.
+            key = (base_dir / up.api_key_file).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError.single(where, f"cannot read the key file: {exc.strerror}") from None
         except UnicodeDecodeError:
@@ -75,9 +76,9 @@ def _api_key(up: Upstream, index: int, env: Mapping[str, str]) -> str | None:
     return None
 
 
-def _target(up: Upstream, index: int, env: Mapping[str, str]) -> UpstreamTarget:
+def _target(up: Upstream, index: int, env: Mapping[str, str], base_dir: Path) -> UpstreamTarget:
     headers = {"content-type": "application/json"}
-    key = _api_key(up, index, env)
+    key = _api_key(up, index, env, base_dir)
     if key:
         headers["authorization"] = f"Bearer {key}"
     t = up.timeouts
@@ -105,15 +106,22 @@ def _models_body(config: Config) -> bytes:
 
 
 def build_snapshot(
-    config: Config, version: int = 0, env: Mapping[str, str] | None = None
+    config: Config,
+    version: int = 0,
+    env: Mapping[str, str] | None = None,
+    base_dir: Path | None = None,
 ) -> Snapshot:
-    """Compile a validated config; raises ConfigError if a secret cannot be resolved."""
+    """Compile a validated config; raises ConfigError if a secret cannot be resolved.
+
+    ``base_dir`` is where relative key files are found: the config file's folder.
+    """
+    base_dir = Path.cwd() if base_dir is None else base_dir
     env = os.environ if env is None else env
     errors: list[FieldError] = []
     targets: dict[str, UpstreamTarget] = {}
     for i, up in enumerate(config.upstreams):
         try:
-            targets[up.name] = _target(up, i, env)
+            targets[up.name] = _target(up, i, env, base_dir)
         except ConfigError as exc:
             errors.extend(exc.errors)
     if errors:

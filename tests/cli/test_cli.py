@@ -105,3 +105,30 @@ def test_demo_streams_and_stops_cleanly_on_sigint() -> None:
     out = proc.stdout.read() if proc.stdout else ""
     assert code == 0
     assert "curl" in out and "from openai import OpenAI" in out
+
+
+def test_route_exit_status_and_missing_body_file(tmp_path: Path) -> None:
+    config = split_config(
+        "http://127.0.0.1:9/v1", sticky={"key": "header:k", "on_missing": "reject"}
+    )
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = run("route", str(path))
+    assert out.returncode == 1
+    assert "→ error" in out.stdout and "missing" not in out.stderr
+    out = run("route", str(path), "-d", f"@{tmp_path / 'nope.json'}")
+    assert out.returncode != 0 and "No such file" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_demo_refuses_public_host_without_token() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TURNOUT_ADMIN_TOKEN")}
+    out = subprocess.run(
+        [*TURNOUT, "demo", "--host", "0.0.0.0", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert out.returncode == 2
+    assert "TURNOUT_ADMIN_TOKEN" in out.stderr

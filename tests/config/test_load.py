@@ -525,3 +525,22 @@ def test_json_schema_accepts_valid_and_rejects_typos() -> None:
     assert list(validator.iter_errors(typo))
     missing = mutate(["routes"], delete=True)
     assert list(validator.iter_errors(missing))
+
+
+@pytest.mark.parametrize("python_name", ["not_", "in_"])
+def test_python_field_names_are_not_yaml_keys(python_name: str) -> None:
+    match = (
+        {"not_": {"attr": "header:a", "exists": True}}
+        if python_name == "not_"
+        else {
+            "attr": "header:a",
+            "in_": ["x"],
+        }
+    )
+    doc = {
+        "upstreams": [{"name": "u", "base_url": "http://u/v1"}],
+        "routes": [{"name": "r", "match": match, "variants": [{"name": "v", "upstream": "u"}]}],
+    }
+    with pytest.raises(ConfigError) as caught:
+        config_from_mapping(doc)
+    assert any(python_name in str(e) for e in caught.value.errors)

@@ -147,3 +147,18 @@ def test_snapshot_targets_router_and_models() -> None:
     models = json.loads(snap.models_body)
     assert models["object"] == "list"
     assert [m["id"] for m in models["data"]] == ["m0", "m1"]  # unique, in config order
+
+
+def test_relative_api_key_file_is_relative_to_the_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "key").write_text(SECRET, encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = config({"api_key_file": "secrets/key"})
+    snap = build_snapshot(cfg, env={}, base_dir=tmp_path)
+    assert snap.upstreams["u0"].headers["authorization"] == f"Bearer {SECRET}"
+    with pytest.raises(ConfigError):
+        build_snapshot(cfg, env={})  # relative to the working directory: not there

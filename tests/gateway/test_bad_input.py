@@ -90,6 +90,7 @@ async def test_unknown_path_and_method(gw: Running) -> None:
         assert_openai_error(await resp.json(), resp.status, 404, "not_found")
     async with gw.http.get(f"{gw.url}/v1/chat/completions") as resp:
         assert_openai_error(await resp.json(), resp.status, 405, "method_not_allowed")
+        assert resp.headers["allow"] == "POST"
 
 
 def closed_port() -> int:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import yaml
@@ -42,23 +43,50 @@ async def wait_ready(url: str, proc: subprocess.Popen[bytes], seconds: float = 2
     raise AssertionError("gateway did not become ready")
 
 
-async def test_workers_share_port_and_assign_alike(sim: RunningSimulator, tmp_path: Path) -> None:
+def start_workers(
+    config: dict[str, Any], tmp_path: Path, workers: int = 2
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    config = split_config(sim.base_url)
     config["gateway"] = {"port": port}
     path = tmp_path / "turnout.yaml"
     path.write_text(yaml.safe_dump(config))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "turnout", "serve", "--config", str(path), "--workers", "2"],
+        [sys.executable, "-m", "turnout", "serve", "--config", str(path), "-w", str(workers)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    url = f"http://127.0.0.1:{port}"
+    return proc, f"http://127.0.0.1:{port}"
+
+
+async def pids_answering(url: str, attempts: int = 40) -> set[int]:
+    pids: set[int] = set()
+    for _ in range(attempts):
+        async with aiohttp.ClientSession() as http, http.get(f"{url}/healthz") as resp:
+            pids.add((await resp.json())["pid"])
+    return pids
+
+
+async def wait_for_workers(url: str, n: int, gone: int | None = None) -> set[int]:
+    """Until n distinct workers answer (none of them ``gone``); workers start one by one."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            pids = await pids_answering(url, attempts=20)
+        except aiohttp.ClientError:
+            pids = set()
+        if len(pids) == n and gone not in pids:
+            return pids
+        assert time.monotonic() < deadline, f"expected {n} workers, saw {pids}"
+        await asyncio.sleep(0.2)
+
+
+async def test_workers_share_port_and_assign_alike(sim: RunningSimulator, tmp_path: Path) -> None:
+    config = split_config(sim.base_url)
+    proc, url = start_workers(config, tmp_path)
     try:
         await wait_ready(url, proc)
         router = Router(config_from_mapping(config))
-        pids: set[int] = set()
         mismatches = []
         for i in range(200):
             # A new connection each time so the kernel may pick either worker.
@@ -72,11 +100,21 @@ async def test_workers_share_port_and_assign_alike(sim: RunningSimulator, tmp_pa
                 want = router.decide(RequestView("/", {"x-user-id": key}, {})).variant.name
                 if got != want:
                     mismatches.append((key, got, want))
-                async with http.get(f"{url}/healthz") as resp:
-                    pids.add((await resp.json())["pid"])
         assert not mismatches
-        assert len(pids) == 2, "both workers should have answered"
+        await wait_for_workers(url, 2)
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=15)
     assert code == 0, proc.stderr.read() if proc.stderr else ""
+
+
+async def test_a_dead_worker_is_replaced(sim: RunningSimulator, tmp_path: Path) -> None:
+    proc, url = start_workers(split_config(sim.base_url), tmp_path)
+    try:
+        await wait_ready(url, proc)
+        victim = (await wait_for_workers(url, 2)).pop()
+        os.kill(victim, signal.SIGKILL)
+        await wait_for_workers(url, 2, gone=victim)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)

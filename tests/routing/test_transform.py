@@ -121,22 +121,25 @@ def test_prepend_append_to_an_empty_system_message(mode: str) -> None:
     assert out["messages"][0] == {"role": "system", "content": "Be brief."}
 
 
-@pytest.mark.parametrize("mode", ["replace", "prepend", "append"])
-def test_structured_system_content_is_replaced_whole(mode: str) -> None:
-    structured = [{"type": "text", "text": "You are helpful."}]
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("replace", "Be brief."),
+        ("prepend", [{"type": "text", "text": "Be brief."}, {"type": "text", "text": "Hi."}]),
+        ("append", [{"type": "text", "text": "Hi."}, {"type": "text", "text": "Be brief."}]),
+    ],
+)
+def test_structured_system_content_keeps_the_clients_parts(mode: str, expected: object) -> None:
+    structured = [{"type": "text", "text": "Hi."}]
     body = chat({"role": "system", "content": structured}, USER)
     out = run(prompt("Be brief.", mode), body)
-    assert out["messages"] == [{"role": "system", "content": "Be brief."}, USER]
+    assert out["messages"] == [{"role": "system", "content": expected}, USER]
 
 
-def test_a_later_system_message_is_not_the_system_prompt() -> None:
+def test_a_later_system_message_is_the_system_prompt() -> None:
     body = chat(USER, {"role": "system", "content": "late"})
     out = run(prompt("Be brief.", "append"), body)
-    assert out["messages"] == [
-        {"role": "system", "content": "Be brief."},
-        USER,
-        {"role": "system", "content": "late"},
-    ]
+    assert out["messages"] == [USER, {"role": "system", "content": "late\n\nBe brief."}]
 
 
 def test_other_message_fields_are_kept() -> None:

@@ -51,7 +51,12 @@ def _cmd_route(args: argparse.Namespace) -> int:
     router = Router(load_config(args.file))
     body: Any = {}
     if args.body:
-        text = Path(args.body[1:]).read_text() if args.body.startswith("@") else args.body
+        text = args.body
+        if text.startswith("@"):
+            try:
+                text = Path(text[1:]).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise SystemExit(f"turnout: --body {args.body}: {exc.strerror}") from None
         try:
             body = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
@@ -61,8 +66,10 @@ def _cmd_route(args: argparse.Namespace) -> int:
     view = RequestView(
         args.path, _pairs(args.header, "header"), body, urlencode(_pairs(args.query, "query"))
     )
-    print("\n".join(router.explain(view)))
-    return 0
+    lines = router.explain(view)
+    print("\n".join(lines))
+    # Scripts can tell "this request would be refused" from the exit status.
+    return 1 if lines[-1].startswith("→ error") else 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -74,8 +81,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from turnout.cli.demo import run_demo  # noqa: PLC0415
-    from turnout.gateway.run import run  # noqa: PLC0415
+    from turnout.gateway.run import require_token_beyond_loopback, run  # noqa: PLC0415
 
+    require_token_beyond_loopback(args.host)
     run(run_demo(args.host, args.port))
     return 0
 

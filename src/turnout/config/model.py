@@ -24,7 +24,7 @@ RESERVED_PARAMS = frozenset({"model", "messages", "prompt", "input", "stream"})
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Timeouts(_Strict):

@@ -14,11 +14,12 @@ import multiprocessing
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from turnout.config import load_config
+from turnout.config import config_from_mapping, load_config
 from turnout.exceptions import ConfigError
 from turnout.gateway.server import serve_gateway
 from turnout.snapshot import Snapshot, build_snapshot
@@ -88,14 +89,64 @@ async def _serve(snapshot: Snapshot, host: str, port: int, reuse_port: bool, qui
         await gateway.close()
 
 
-def _worker(config_path: str, host: str, port: int) -> None:
-    snapshot = build_snapshot(load_config(config_path))
+def _worker(document: dict[str, Any], base_dir: str, host: str, port: int) -> None:
+    # The parent validated this very document; a worker never re-reads the file,
+    # which may have changed since.
+    snapshot = build_snapshot(config_from_mapping(document), base_dir=Path(base_dir))
     run(_serve(snapshot, host, port, reuse_port=True, quiet=False))
+
+
+RESTART_LIMIT = 5  # consecutive early deaths of one worker before giving up
+EARLY_DEATH_SECONDS = 10.0
+
+
+class _Supervisor:
+    """Keeps N worker processes alive; a worker that dies is replaced."""
+
+    def __init__(self, args: tuple[Any, ...], workers: int) -> None:
+        self._ctx = multiprocessing.get_context("spawn")
+        self._args = args
+        self._procs = [self._start() for _ in range(workers)]
+        self._early_deaths = [0] * workers
+        self._stopping = False
+
+    def _start(self) -> tuple[multiprocessing.process.BaseProcess, float]:
+        proc = self._ctx.Process(target=_worker, args=self._args)
+        proc.start()
+        return proc, time.monotonic()
+
+    def stop(self, signum: int = signal.SIGTERM, frame: object = None) -> None:
+        self._stopping = True
+        for proc, _ in self._procs:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGTERM)
+
+    def run(self) -> None:
+        while not self._stopping:
+            for i, (proc, started) in enumerate(self._procs):
+                if proc.is_alive() or self._stopping:
+                    continue
+                early = time.monotonic() - started < EARLY_DEATH_SECONDS
+                self._early_deaths[i] = self._early_deaths[i] + 1 if early else 0
+                if self._early_deaths[i] >= RESTART_LIMIT:
+                    self.stop()
+                    sys.exit(f"turnout: a worker keeps dying at start (exit {proc.exitcode})")
+                print(
+                    f"turnout: worker pid {proc.pid} exited ({proc.exitcode}); starting another",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                self._procs[i] = self._start()
+            time.sleep(0.2)
+        for proc, _ in self._procs:
+            proc.join()
 
 
 def serve(config_path: str, *, host: str | None, port: int | None, workers: int) -> None:
     """Validate the config here first, so a bad one fails before any worker starts."""
-    snapshot = build_snapshot(load_config(config_path))
+    config = load_config(config_path)
+    base_dir = Path(config_path).resolve().parent
+    snapshot = build_snapshot(config, base_dir=base_dir)
     host = snapshot.config.gateway.host if host is None else host
     port = snapshot.config.gateway.port if port is None else port
     require_token_beyond_loopback(host)
@@ -104,20 +155,8 @@ def serve(config_path: str, *, host: str | None, port: int | None, workers: int)
         return
     if port == 0:
         raise ConfigError.single("gateway.port", "several workers need a fixed port, not 0")
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(config_path, host, port)) for _ in range(workers)]
-    for p in procs:
-        p.start()
-
-    def stop(signum: int, frame: object) -> None:
-        for p in procs:
-            if p.is_alive() and p.pid is not None:
-                os.kill(p.pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    for p in procs:
-        p.join()
-    failed = [p.exitcode for p in procs if p.exitcode not in (0, -signal.SIGTERM)]
-    if failed:
-        sys.exit(f"turnout: {len(failed)} worker(s) exited with an error: {failed}")
+    document = config.model_dump(mode="json", by_alias=True, exclude_none=True)
+    supervisor = _Supervisor((document, str(base_dir), host, port), workers)
+    signal.signal(signal.SIGINT, supervisor.stop)
+    signal.signal(signal.SIGTERM, supervisor.stop)
+    supervisor.run()

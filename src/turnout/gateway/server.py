@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
-from turnout.exceptions import GatewayError, InvalidRequest
+from turnout.exceptions import GatewayError, MethodNotAllowed, NotFound
 from turnout.gateway.errors import error_response
 from turnout.gateway.pipeline import Pipeline
 from turnout.gateway.transport import AiohttpTransport, Transport
@@ -36,7 +36,9 @@ class Gateway:
             ("GET", "/v1/models"): self._models,
             ("GET", "/healthz"): self._health,
         }
-        self._paths = {path for _, path in self._routes}
+        self._methods: dict[str, str] = {}
+        for method, path in self._routes:
+            self._methods[path] = ", ".join(filter(None, [self._methods.get(path), method]))
 
     @property
     def snapshot(self) -> Snapshot:
@@ -50,16 +52,11 @@ class Gateway:
         handler = self._routes.get((request.method, request.path))
         if handler is not None:
             return await handler(request)
-        if request.path in self._paths:
-            err = InvalidRequest(
-                f"method {request.method} is not allowed on {request.path}",
-                code="method_not_allowed",
-            )
-            err.status = 405
-        else:
-            err = InvalidRequest(f"unknown path {request.path}", code="not_found")
-            err.status = 404
-        return error_response(err, {})
+        allowed = self._methods.get(request.path)
+        if allowed:
+            wrong = MethodNotAllowed(f"method {request.method} is not allowed on {request.path}")
+            return error_response(wrong, {"allow": allowed})
+        return error_response(NotFound(f"unknown path {request.path}"), {})
 
     async def _models(self, request: web.BaseRequest) -> web.Response:
         return web.Response(body=self.snapshot.models_body, content_type="application/json")

@@ -33,18 +33,26 @@ def render(parts: tuple[Part, ...], view: RequestView, names: dict[str, str]) ->
 
 
 def _apply_system_prompt(messages: list[Any], mode: str, text: str) -> None:
-    first = messages[0] if messages else None
-    if not (isinstance(first, dict) and first.get("role") in ("system", "developer")):
+    # The first system (or, for newer models, developer) message is the system prompt,
+    # wherever it stands; without one, a system message is put first.
+    target = next(
+        (m for m in messages if isinstance(m, dict) and m.get("role") in ("system", "developer")),
+        None,
+    )
+    if target is None:
         messages.insert(0, {"role": "system", "content": text})
         return
-    current = first.get("content")
-    if mode == "replace" or not isinstance(current, str):
-        # Structured content (a list of parts) is replaced whole rather than guessed at.
-        first["content"] = text
-    elif mode == "prepend":
-        first["content"] = f"{text}\n\n{current}" if current else text
+    current = target.get("content")
+    if mode == "replace" or not current:
+        target["content"] = text
+    elif isinstance(current, str):
+        target["content"] = f"{text}\n\n{current}" if mode == "prepend" else f"{current}\n\n{text}"
+    elif isinstance(current, list):
+        # Structured content: add a text part, keep the client's parts as they are.
+        part = {"type": "text", "text": text}
+        target["content"] = [part, *current] if mode == "prepend" else [*current, part]
     else:
-        first["content"] = f"{current}\n\n{text}" if current else text
+        target["content"] = text
 
 
 def apply_variant(decision: Decision, body: dict[str, Any], view: RequestView) -> dict[str, Any]:
