@@ -149,7 +149,7 @@ def test_mutated_configs_load_or_raise_config_error(mutations: list[tuple[Any, .
     for m in mutations:
         try:
             apply(data, m)
-        except (KeyError, IndexError, TypeError):
+        except (KeyError, IndexError, TypeError, AttributeError):
             break  # an earlier mutation reshaped the tree; test what we have
     must_load_or_refuse(data)
 
@@ -161,7 +161,7 @@ def test_mutated_configs_through_yaml_text(mutations: list[tuple[Any, ...]]) -> 
     for m in mutations:
         try:
             apply(data, m)
-        except (KeyError, IndexError, TypeError):
+        except (KeyError, IndexError, TypeError, AttributeError):
             break
     try:
         text = yaml.safe_dump(data, allow_unicode=True)
