@@ -9,11 +9,13 @@ before the swap, like any other config error.
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import orjson
 from yarl import URL
@@ -39,6 +41,16 @@ class UpstreamTarget:
     idle_timeout: float
     total_timeout: float
     labels: Mapping[str, str]
+    stream_usage: bool
+
+
+Redactor = Callable[[str, Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class BodySampler:
+    rate: float
+    redact: Redactor | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +61,15 @@ class Snapshot:
     upstreams: Mapping[str, UpstreamTarget]
     models_body: bytes  # GET /v1/models, rendered once
     max_body_bytes: int
+    # model -> nano-dollars per input token, per output token
+    prices: Mapping[str, tuple[float, float]]
+    body_sampling: Mapping[str, BodySampler]  # by route name; absent = never
+
+    def cost_nano(self, model: str | None, input_tokens: int | None, out: int | None) -> int:
+        price = self.prices.get(model) if model else None
+        if price is None:
+            return 0
+        return round((input_tokens or 0) * price[0] + (out or 0) * price[1])
 
 
 def _api_key(up: Upstream, index: int, env: Mapping[str, str], base_dir: Path) -> str | None:
@@ -92,6 +113,7 @@ def _target(up: Upstream, index: int, env: Mapping[str, str], base_dir: Path) ->
         idle_timeout=t.idle,
         total_timeout=t.total,
         labels=MappingProxyType(dict(up.labels)),
+        stream_usage=up.stream_usage,
     )
 
 
@@ -103,6 +125,31 @@ def _models_body(config: Config) -> bytes:
                 names.setdefault(v.model)
     data = [{"id": n, "object": "model", "created": 0, "owned_by": "turnout"} for n in names]
     return orjson.dumps({"object": "list", "data": data})
+
+
+def _redactor(spec: str, where: str) -> Redactor:
+    module_name, _, name = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), name)
+    except Exception as exc:  # any import-time failure of user code is a config error
+        raise ConfigError.single(where, f"cannot load {spec}: {exc}") from None
+    if not callable(fn):
+        raise ConfigError.single(where, f"{spec} is not callable")
+    redact: Redactor = fn
+    return redact
+
+
+def _samplers(config: Config) -> dict[str, BodySampler]:
+    out: dict[str, BodySampler] = {}
+    for i, route in enumerate(config.routes):
+        spec = route.log_bodies
+        if spec is None or spec.sample_rate <= 0:
+            continue
+        where = f"routes[{i}].log_bodies.redact"
+        out[route.name] = BodySampler(
+            spec.sample_rate, _redactor(spec.redact, where) if spec.redact else None
+        )
+    return out
 
 
 def build_snapshot(
@@ -124,6 +171,10 @@ def build_snapshot(
             targets[up.name] = _target(up, i, env, base_dir)
         except ConfigError as exc:
             errors.extend(exc.errors)
+    try:
+        samplers = _samplers(config)
+    except ConfigError as exc:
+        errors.extend(exc.errors)
     if errors:
         raise ConfigError(errors)
     return Snapshot(
@@ -133,4 +184,9 @@ def build_snapshot(
         upstreams=MappingProxyType(targets),
         models_body=_models_body(config),
         max_body_bytes=config.gateway.max_body_bytes,
+        # USD per million tokens = 1e9 nano-dollars per 1e6 tokens: x 1000 per token.
+        prices=MappingProxyType(
+            {m: (p.input * 1000, p.output * 1000) for m, p in config.prices.items()}
+        ),
+        body_sampling=MappingProxyType(samplers),
     )

@@ -81,7 +81,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from turnout.cli.demo import run_demo  # noqa: PLC0415
-    from turnout.gateway.run import require_token_beyond_loopback, run  # noqa: PLC0415
+    from turnout.control.auth import require_token_beyond_loopback  # noqa: PLC0415
+    from turnout.gateway.run import run  # noqa: PLC0415
 
     require_token_beyond_loopback(args.host)
     run(run_demo(args.host, args.port))

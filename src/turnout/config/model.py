@@ -44,6 +44,11 @@ class Upstream(_Strict):
     api_key_file: str | None = Field(None, description="file holding the API key")
     timeouts: Timeouts = Timeouts()
     labels: dict[str, str] = Field(default_factory=dict, description="e.g. region, provider")
+    stream_usage: bool = Field(
+        True,
+        description="ask for token usage in a stream's final chunk (stream_options.include_usage);"
+        " turn off for upstreams that refuse the option",
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -165,6 +170,20 @@ class Variant(_Strict):
         return v
 
 
+class BodySampling(_Strict):
+    """Store some requests' and responses' bodies in the request log, redacted."""
+
+    sample_rate: float = Field(
+        0.0, ge=0, le=1, description="share of requests whose bodies are kept"
+    )
+    redact: str | None = Field(
+        None,
+        description="module:function called as f(kind, body) -> body before storing;"
+        " kind is 'request' or 'response'",
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+    )
+
+
 class Route(_Strict):
     name: Name
     match: Match | None = Field(None, description="absent: the route matches every request")
@@ -176,6 +195,7 @@ class Route(_Strict):
         False, description="honour the x-turnout-variant header to force a variant"
     )
     variants: list[Variant] = Field(min_length=1)
+    log_bodies: BodySampling | None = None
 
     @field_validator("salt")
     @classmethod
@@ -191,10 +211,41 @@ class GatewaySettings(_Strict):
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
 
 
+class Price(_Strict):
+    """USD per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
+class StoreSettings(_Strict):
+    path: str = Field(
+        "turnout.db", description="SQLite file; relative paths are relative to the config file"
+    )
+
+
+class RequestLogSettings(_Strict):
+    enabled: bool = True
+    max_age_hours: float = Field(168.0, gt=0)
+    max_rows: int = Field(1_000_000, gt=0)
+    queue_limit: int = Field(10_000, gt=0, description="entries waiting to be written; more drop")
+
+
+class AdminSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8081, ge=0, le=65535)
+
+
 class Config(_Strict):
     """A whole turnout config. ``version`` is the schema version of this file format."""
 
     version: Literal[1] = 1
     gateway: GatewaySettings = GatewaySettings()
+    admin: AdminSettings = AdminSettings()
     upstreams: list[Upstream] = Field(min_length=1)
     routes: list[Route] = Field(min_length=1)
+    prices: dict[str, Price] = Field(
+        default_factory=dict, description="per model name as sent upstream"
+    )
+    store: StoreSettings = StoreSettings()
+    request_log: RequestLogSettings = RequestLogSettings()

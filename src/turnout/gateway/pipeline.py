@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import time
+from random import random
+from time import perf_counter
 from typing import Any
 
 import orjson
@@ -17,10 +20,18 @@ from aiohttp import web
 
 from turnout.exceptions import GatewayError, InvalidRequest, PayloadTooLarge, UpstreamFailed
 from turnout.gateway.errors import error_response, stream_error_event
+from turnout.gateway.sse import StreamTap
 from turnout.gateway.transport import Transport, UpstreamResponse
+from turnout.observe.exchange import (
+    UPSTREAM_ERROR,
+    Exchange,
+    error_class_of,
+    error_class_of_status,
+)
+from turnout.observe.observer import Observer
 from turnout.routing import RequestView, apply_variant
-from turnout.routing.router import Decision
-from turnout.snapshot import Snapshot
+from turnout.routing.request import as_text
+from turnout.snapshot import Snapshot, UpstreamTarget
 
 H_ROUTE = "x-turnout-route"
 H_VARIANT = "x-turnout-variant"
@@ -97,47 +108,88 @@ def _relay_error(status: int, raw: bytes, upstream: str) -> tuple[int, bytes]:
     )
 
 
+def _usage(parsed: Any, x: Exchange) -> None:
+    usage = parsed.get("usage") if isinstance(parsed, dict) else None
+    if isinstance(usage, dict):
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        x.input_tokens = prompt if isinstance(prompt, int) else None
+        x.output_tokens = completion if isinstance(completion, int) else None
+
+
+def _ask_for_stream_usage(body: dict[str, Any], endpoint: str) -> bool:
+    """Ask the upstream for usage in the final chunk; True if the client did not ask."""
+    if endpoint == "embeddings":
+        return False
+    options = body.get("stream_options")
+    if isinstance(options, dict):
+        if options.get("include_usage") is True:
+            return False
+        body["stream_options"] = {**options, "include_usage": True}
+    else:
+        body["stream_options"] = {"include_usage": True}
+    return True
+
+
 class Pipeline:
-    def __init__(self, snapshot: Snapshot, transport: Transport) -> None:
+    def __init__(self, snapshot: Snapshot, transport: Transport, observer: Observer) -> None:
         self.snapshot = snapshot  # swapped whole by the control plane, read once per request
         self.transport = transport
+        self.observer = observer
         self.ids = RequestIds()
 
     async def proxy(self, request: web.BaseRequest, endpoint: str) -> web.StreamResponse:
         snap = self.snapshot
-        headers = {H_REQUEST_ID: self.ids.next()}
+        x = Exchange(self.ids.next(), time.time(), perf_counter())
+        headers = {H_REQUEST_ID: x.request_id}
         try:
-            body = parse_body(await read_body(request, snap.max_body_bytes))
+            raw = await read_body(request, snap.max_body_bytes)
+            body = parse_body(raw)
+            # parse → route → assign → transform → dispatch; observe in `finally`.
             view = RequestView(request.path, request.headers, body, request.query_string)
             route = snap.router.match(view)
-            headers[H_ROUTE] = route.name
+            x.route = headers[H_ROUTE] = route.name
             decision = snap.router.assign(route, view)
-            headers[H_VARIANT] = decision.variant.name
+            variant = decision.variant
+            headers[H_VARIANT] = variant.name
             apply_variant(decision, body, view)
-            return await self._dispatch(request, snap, decision, endpoint, body, headers)
+            target = snap.upstreams[variant.upstream]
+            headers[H_UPSTREAM] = target.name
+            x.key = decision.key
+            x.model = as_text(body.get("model"))
+            sampler = snap.body_sampling.get(route.name)
+            if sampler is not None and random() < sampler.rate:
+                x.request_body = raw
+            self.observer.begin(x, variant.name, target.name)
+            response = await self._dispatch(request, x, target, endpoint, body, headers)
+            x.status = response.status
+            return response
         except GatewayError as exc:
+            x.status = exc.status
+            x.error_class = error_class_of(exc)
             return error_response(exc, headers)
+        finally:
+            x.end = perf_counter()
+            self.observer.finish(x, snap)
 
     async def _dispatch(
         self,
         request: web.BaseRequest,
-        snap: Snapshot,
-        decision: Decision,
+        x: Exchange,
+        target: UpstreamTarget,
         endpoint: str,
         body: dict[str, Any],
         headers: dict[str, str],
     ) -> web.StreamResponse:
-        target = snap.upstreams[decision.variant.upstream]
-        headers[H_UPSTREAM] = target.name
+        x.stream = body.get("stream") is True
+        strip_usage = x.stream and target.stream_usage and _ask_for_stream_usage(body, endpoint)
+        x.sent = perf_counter()
         upstream = await self.transport.send(target, endpoint, orjson.dumps(body))
-        if (
-            body.get("stream") is True
-            and upstream.status == 200
-            and upstream.content_type == "text/event-stream"
-        ):
-            return await self._stream(request, upstream, headers)
+        if x.stream and upstream.status == 200 and upstream.content_type == "text/event-stream":
+            return await self._stream(request, x, upstream, headers, StreamTap(strip_usage))
         raw = await upstream.read()
+        x.upstream_done = perf_counter()
         if upstream.status >= 400:
+            x.error_class = error_class_of_status(upstream.status)
             status, raw = _relay_error(upstream.status, raw, target.name)
             return web.Response(
                 status=status,
@@ -146,32 +198,52 @@ class Pipeline:
                 content_type="application/json",
             )
         try:
-            orjson.loads(raw)
+            _usage(orjson.loads(raw), x)
         except orjson.JSONDecodeError:
             raise UpstreamFailed(
                 f"upstream {target.name!r} answered with a body that is not JSON",
                 code="upstream_bad_response",
             ) from None
+        if x.request_body is not None:
+            x.response_body = raw
         return web.Response(
             status=upstream.status, body=raw, headers=headers, content_type="application/json"
         )
 
     async def _stream(
-        self, request: web.BaseRequest, upstream: UpstreamResponse, headers: dict[str, str]
+        self,
+        request: web.BaseRequest,
+        x: Exchange,
+        upstream: UpstreamResponse,
+        headers: dict[str, str],
+        tap: StreamTap,
     ) -> web.StreamResponse:
         out = web.StreamResponse(status=200, headers={**headers, **_SSE_HEADERS})
         try:
             await out.prepare(request)
             try:
                 async for chunk in upstream.chunks():
-                    await out.write(chunk)
+                    if x.first_chunk is None:
+                        x.first_chunk = perf_counter()
+                    passed = tap.feed(chunk)
+                    if passed:
+                        await out.write(passed)
+                rest = tap.flush()
+                if rest:
+                    await out.write(rest)
+                if tap.errored:
+                    x.error_class = UPSTREAM_ERROR
             except GatewayError as exc:
                 # Headers are gone already: the only honest ending is an error event,
                 # never a silently truncated stream.
+                x.error_class = error_class_of(exc)
                 await out.write(stream_error_event(exc))
             await out.write_eof()
         except (ConnectionResetError, ConnectionError):
             pass  # the client went away; closing the upstream below stops the generation
         finally:
+            x.upstream_done = perf_counter()
+            x.input_tokens = tap.input_tokens
+            x.output_tokens = tap.output_tokens if tap.output_tokens is not None else tap.chunks
             upstream.close()
         return out

@@ -9,7 +9,6 @@ whichever worker answers.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import multiprocessing
 import os
 import signal
@@ -20,12 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from turnout.config import config_from_mapping, load_config
+from turnout.control.auth import require_token_beyond_loopback
 from turnout.exceptions import ConfigError
 from turnout.gateway.server import serve_gateway
 from turnout.snapshot import Snapshot, build_snapshot
-
-ADMIN_TOKEN_ENV = "TURNOUT_ADMIN_TOKEN"
-ADMIN_TOKEN_FILE_ENV = "TURNOUT_ADMIN_TOKEN_FILE"
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -41,29 +38,6 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def run(main: Coroutine[Any, Any, None]) -> None:
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(main)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def require_token_beyond_loopback(host: str) -> None:
-    """Refuse to expose turnout beyond this machine without an admin token set."""
-    if is_loopback(host) or os.environ.get(ADMIN_TOKEN_ENV):
-        return
-    token_file = os.environ.get(ADMIN_TOKEN_FILE_ENV)
-    if token_file and Path(token_file).is_file():
-        return
-    raise ConfigError.single(
-        "gateway.host",
-        f"listening on {host} (beyond loopback) needs an admin token: set {ADMIN_TOKEN_ENV}"
-        f" or {ADMIN_TOKEN_FILE_ENV}",
-    )
 
 
 async def wait_for_stop_signal() -> None:

@@ -18,6 +18,7 @@ from turnout.exceptions import GatewayError, MethodNotAllowed, NotFound
 from turnout.gateway.errors import error_response
 from turnout.gateway.pipeline import Pipeline
 from turnout.gateway.transport import AiohttpTransport, Transport
+from turnout.observe.observer import Observer
 from turnout.snapshot import Snapshot
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
@@ -26,8 +27,14 @@ Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 class Gateway:
     """One process's gateway: a pipeline, its transport, and the HTTP front."""
 
-    def __init__(self, snapshot: Snapshot, transport: Transport | None = None) -> None:
-        self.pipeline = Pipeline(snapshot, transport or AiohttpTransport())
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        transport: Transport | None = None,
+        observer: Observer | None = None,
+    ) -> None:
+        self.observer = observer if observer is not None else Observer()
+        self.pipeline = Pipeline(snapshot, transport or AiohttpTransport(), self.observer)
         p = self.pipeline
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): lambda r: p.proxy(r, "chat/completions"),

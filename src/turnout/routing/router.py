@@ -69,6 +69,7 @@ class Decision:
     variant: CompiledVariant
     key_source: str  # the attribute hashed, "random" or "forced"
     bucket: int | None  # None when forced
+    key: str | None = None  # the stickiness key's text, when one was present
 
 
 def _compile_variant(v: Variant, units: int) -> CompiledVariant:
@@ -137,9 +138,10 @@ class Router:
                     )
                 return Decision(route, variant, "forced", None)
         key = route.key_of(view)
+        text = None
         if key is not None:
-            b = bucket_of(route.prefix, key[1])
-            source = key[0]
+            source, text = key
+            b = bucket_of(route.prefix, text)
         elif route.reject_missing_key:
             wanted = " or ".join(label for label, _ in route.keys)
             raise InvalidRequest(
@@ -148,7 +150,7 @@ class Router:
         else:
             b = self._rand(BUCKETS)
             source = "random"
-        return Decision(route, route.variants[pick(route.ends, b)], source, b)
+        return Decision(route, route.variants[pick(route.ends, b)], source, b, text)
 
     def explain(self, view: RequestView) -> list[str]:
         """Why this request gets its route and variant, line by line."""

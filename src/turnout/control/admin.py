@@ -1,0 +1,151 @@
+"""The admin HTTP API on its own port (default 127.0.0.1:8081).
+
+Reading numbers here never touches the request path: stats are exported by each
+worker on demand and merged here. With an admin token set, every endpoint but
+``/healthz`` wants ``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import Any, Protocol
+
+import orjson
+from aiohttp import web
+
+from turnout.control.auth import token_matches
+from turnout.exceptions import GatewayError, InvalidRequest, NotFound
+from turnout.gateway.errors import error_body
+from turnout.observe.metrics import Merged, Registry
+from turnout.observe.prometheus import CONTENT_TYPE, render
+from turnout.observe.views import stats_document, window_name
+from turnout.snapshot import Snapshot
+
+PROMETHEUS_WINDOW = "300s"  # quantiles in /metrics cover the last five minutes
+
+
+class StatsSource(Protocol):
+    async def exports(self, window: str) -> list[dict[str, Any]]:
+        """One export per process serving traffic (``Registry.export``)."""
+        ...
+
+
+class LocalStats:
+    """The numbers of this very process (one worker serving and administering)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    async def exports(self, window: str) -> list[dict[str, Any]]:
+        return [self.registry.export(window, perf_counter())]
+
+
+FeedbackSummaries = Callable[[float | None], Awaitable[list[Any]]]
+FeedbackRecorder = Callable[[Any], Awaitable[dict[str, Any]]]
+
+
+@dataclass
+class AdminContext:
+    snapshot: Callable[[], Snapshot]
+    stats: StatsSource
+    token: str | None = None
+    feedback_summaries: FeedbackSummaries | None = None
+    record_feedback: FeedbackRecorder | None = None
+    log_counters: Callable[[], dict[str, int]] = field(default=lambda: {"written": 0, "dropped": 0})
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def _error(exc: GatewayError) -> web.Response:
+    return web.Response(
+        body=error_body(exc.message, exc.type, exc.code, exc.param),
+        status=exc.status,
+        content_type="application/json",
+    )
+
+
+async def stats(ctx: AdminContext, window: str) -> dict[str, Any]:
+    merged = Merged()
+    for export in await ctx.stats.exports(window):
+        merged.add(export)
+    feedback: list[Any] = []
+    if ctx.feedback_summaries is not None:
+        seconds = {"60s": 60.0, "300s": 300.0, "3600s": 3600.0}.get(window)
+        feedback = await ctx.feedback_summaries(None if seconds is None else time.time() - seconds)
+    return stats_document(
+        merged,
+        ctx.snapshot().config,
+        window,
+        generated_at=time.time(),
+        feedback=feedback,
+        request_log=ctx.log_counters(),
+    )
+
+
+def admin_app(ctx: AdminContext) -> web.Application:
+    @web.middleware
+    async def errors_and_auth(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if (
+            ctx.token is not None
+            and request.path != "/healthz"
+            and not token_matches(request.headers.get("authorization"), ctx.token)
+        ):
+            return web.Response(
+                status=401,
+                body=error_body(
+                    "missing or wrong admin token", "authentication_error", "unauthorized"
+                ),
+                content_type="application/json",
+                headers={"www-authenticate": "Bearer"},
+            )
+        try:
+            return await handler(request)
+        except GatewayError as exc:
+            return _error(exc)
+        except web.HTTPException as exc:
+            if exc.status == 404:
+                return _error(NotFound(f"unknown path {request.path}"))
+            raise
+
+    async def healthz(request: web.Request) -> web.Response:
+        return _json({"status": "ok", "config_version": ctx.snapshot().version})
+
+    async def get_stats(request: web.Request) -> web.Response:
+        try:
+            window = window_name(request.query.get("window"))
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param="window") from None
+        return _json(await stats(ctx, window))
+
+    async def metrics(request: web.Request) -> web.Response:
+        cumulative, window = await asyncio.gather(
+            stats(ctx, "cumulative"), stats(ctx, PROMETHEUS_WINDOW)
+        )
+        return web.Response(
+            body=render(cumulative, window).encode(),
+            headers={"content-type": CONTENT_TYPE},
+        )
+
+    async def feedback(request: web.Request) -> web.Response:
+        if ctx.record_feedback is None:
+            raise NotFound("feedback needs the store (config: store.path)")
+        try:
+            payload = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+        return _json(await ctx.record_feedback(payload), status=201)
+
+    app = web.Application(middlewares=[errors_and_auth])
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/admin/stats", get_stats)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/admin/feedback", feedback)
+    return app

@@ -1,0 +1,255 @@
+"""Per-series statistics (a route's variant, or an upstream) over sliding windows.
+
+Recording is on the request path, so it is plain arithmetic and sketch inserts on
+objects allocated once. Views and exports, for the admin API, are built on demand.
+Two rings keep memory fixed: 10 s slots for the 1 and 5 minute windows, 60 s slots
+for the hour; the cumulative total rides on the fine ring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from turnout.observe.exchange import ERROR_CLASSES, ERROR_INDEX, Exchange
+from turnout.observe.sketch import DDSketch
+from turnout.observe.windows import Windowed
+
+WINDOWS: dict[str, float | None] = {"60s": 60.0, "300s": 300.0, "3600s": 3600.0, "cumulative": None}
+NANO = 1_000_000_000  # cost kept in integer nano-dollars so merged sums are exact
+
+
+class SeriesStats:
+    """Counters and sketches of one series in one slot; mergeable exactly."""
+
+    __slots__ = (
+        "cost_nano",
+        "errors",
+        "input_tokens",
+        "latency",
+        "output_tokens",
+        "overhead",
+        "requests",
+        "tps",
+        "ttft",
+    )
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.errors = [0] * len(ERROR_CLASSES)
+        self.latency = DDSketch()
+        self.overhead = DDSketch()
+        self.ttft = DDSketch()
+        self.tps = DDSketch()
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.cost_nano = 0
+
+    def record(self, x: Exchange, cost_nano: int) -> None:
+        self.requests += 1
+        if x.error_class is not None:
+            self.errors[ERROR_INDEX[x.error_class]] += 1
+        total = x.total
+        self.latency.add(total)
+        upstream = x.upstream_time
+        if upstream is not None:
+            self.overhead.add(max(total - upstream, 0.0))
+        ttft = x.ttft
+        if ttft is not None:
+            self.ttft.add(ttft)
+        if x.input_tokens:
+            self.input_tokens += x.input_tokens
+        if x.output_tokens:
+            self.output_tokens += x.output_tokens
+            gen = _generation_seconds(x)
+            if gen:
+                self.tps.add(x.output_tokens / gen)
+        self.cost_nano += cost_nano
+
+    def merge(self, other: SeriesStats, /) -> None:
+        self.requests += other.requests
+        for i, n in enumerate(other.errors):
+            self.errors[i] += n
+        self.latency.merge(other.latency)
+        self.overhead.merge(other.overhead)
+        self.ttft.merge(other.ttft)
+        self.tps.merge(other.tps)
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cost_nano += other.cost_nano
+
+    def clear(self) -> None:
+        self.requests = self.input_tokens = self.output_tokens = self.cost_nano = 0
+        self.errors[:] = [0] * len(ERROR_CLASSES)
+        for sketch in (self.latency, self.overhead, self.ttft, self.tps):
+            sketch.clear()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": list(self.errors),
+            "latency": self.latency.to_dict(),
+            "overhead": self.overhead.to_dict(),
+            "ttft": self.ttft.to_dict(),
+            "tps": self.tps.to_dict(),
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_nano": self.cost_nano,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SeriesStats:
+        s = cls()
+        s.requests = int(data["requests"])
+        s.errors = [int(n) for n in data["errors"]]
+        s.latency = DDSketch.from_dict(data["latency"])
+        s.overhead = DDSketch.from_dict(data["overhead"])
+        s.ttft = DDSketch.from_dict(data["ttft"])
+        s.tps = DDSketch.from_dict(data["tps"])
+        s.input_tokens = int(data["input_tokens"])
+        s.output_tokens = int(data["output_tokens"])
+        s.cost_nano = int(data["cost_nano"])
+        return s
+
+    def view(self, span: float, in_flight: int) -> dict[str, Any]:
+        """The JSON shape of one series (docs/metrics.md)."""
+        n = self.requests
+        cost = self.cost_nano / NANO
+        return {
+            "requests": n,
+            "throughput_rps": n / span if span > 0 else 0.0,
+            "in_flight": in_flight,
+            "errors": dict(zip(ERROR_CLASSES, self.errors, strict=True)),
+            "error_rate": sum(self.errors) / n if n else 0.0,
+            "latency_ms": _percentiles(self.latency, 1000.0),
+            "overhead_ms": _percentiles(self.overhead, 1000.0),
+            "ttft_ms": _percentiles(self.ttft, 1000.0),
+            "output_tokens_per_s": _percentiles(self.tps, 1.0),
+            "tokens": {"input": self.input_tokens, "output": self.output_tokens},
+            "cost_usd": cost,
+            "cost_per_request_usd": cost / n if n else None,
+        }
+
+
+def _generation_seconds(x: Exchange) -> float | None:
+    """Streams: first chunk to the end; whole responses: the upstream's time."""
+    if x.upstream_done is None:
+        return None
+    begin = x.first_chunk if x.first_chunk is not None else x.sent
+    if begin is None or x.upstream_done <= begin:
+        return None
+    return x.upstream_done - begin
+
+
+def _percentiles(sketch: DDSketch, scale: float) -> dict[str, float | None]:
+    p50, p95, p99 = sketch.quantiles((0.5, 0.95, 0.99))
+    mean = sketch.mean
+    return {
+        "count": sketch.count,
+        "p50": None if p50 is None else p50 * scale,
+        "p95": None if p95 is None else p95 * scale,
+        "p99": None if p99 is None else p99 * scale,
+        "mean": None if mean is None else mean * scale,
+    }
+
+
+class Series:
+    """One series over time: fine and coarse rings, and what is in flight now."""
+
+    __slots__ = ("coarse", "fine", "in_flight")
+
+    def __init__(self, now: float) -> None:
+        self.fine: Windowed[SeriesStats] = Windowed(
+            SeriesStats, interval=10.0, horizon=300.0, start=now
+        )
+        self.coarse: Windowed[SeriesStats] = Windowed(
+            SeriesStats, interval=60.0, horizon=3600.0, start=now
+        )
+        self.in_flight = 0
+
+    def record(self, x: Exchange, cost_nano: int, now: float) -> None:
+        self.fine.current(now).record(x, cost_nano)
+        self.coarse.current(now).record(x, cost_nano)
+
+    def window(self, name: str, now: float) -> tuple[SeriesStats, float]:
+        """The aggregate for a named window and the seconds it covers."""
+        seconds = WINDOWS[name]
+        if seconds is None:
+            span = self.fine.cumulative_span(now)  # rotates first, so the total is current
+            return self.fine.cumulative(), span
+        ring = self.fine if seconds <= self.fine.horizon else self.coarse
+        return ring.window(now, seconds), ring.window_span(now, seconds)
+
+
+class Registry:
+    """Every series of one process. ``now`` is a monotonic clock, passed in."""
+
+    def __init__(self) -> None:
+        self.variants: dict[tuple[str, str], Series] = {}
+        self.upstreams: dict[str, Series] = {}
+
+    def variant_series(self, route: str, variant: str, now: float) -> Series:
+        key = (route, variant)
+        series = self.variants.get(key)
+        if series is None:
+            series = self.variants[key] = Series(now)
+        return series
+
+    def upstream_series(self, name: str, now: float) -> Series:
+        series = self.upstreams.get(name)
+        if series is None:
+            series = self.upstreams[name] = Series(now)
+        return series
+
+    def export(self, window: str, now: float) -> dict[str, Any]:
+        """This process's numbers for one window, to merge with other processes'."""
+        return {
+            "window": window,
+            "variants": [
+                {"route": r, "variant": v, **_export(s, window, now)}
+                for (r, v), s in self.variants.items()
+            ],
+            "upstreams": [
+                {"upstream": u, **_export(s, window, now)} for u, s in self.upstreams.items()
+            ],
+        }
+
+
+def _export(series: Series, window: str, now: float) -> dict[str, Any]:
+    stats, span = series.window(window, now)
+    return {"stats": stats.to_dict(), "span": span, "in_flight": series.in_flight}
+
+
+class Merged:
+    """Exports from several processes (or hosts) merged into one set of series."""
+
+    def __init__(self) -> None:
+        self.variants: dict[tuple[str, str], tuple[SeriesStats, float, int]] = {}
+        self.upstreams: dict[str, tuple[SeriesStats, float, int]] = {}
+        self.sources = 0
+
+    def add(self, export: Mapping[str, Any]) -> None:
+        self.sources += 1
+        for item in export["variants"]:
+            _merge_into(self.variants, (item["route"], item["variant"]), item)
+        for item in export["upstreams"]:
+            _merge_into(self.upstreams, item["upstream"], item)
+
+    def variant_views(self) -> Iterator[tuple[tuple[str, str], dict[str, Any]]]:
+        for key, (stats, span, in_flight) in self.variants.items():
+            yield key, stats.view(span, in_flight)
+
+    def upstream_views(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        for key, (stats, span, in_flight) in self.upstreams.items():
+            yield key, stats.view(span, in_flight)
+
+
+def _merge_into(table: dict[Any, tuple[SeriesStats, float, int]], key: Any, item: Any) -> None:
+    stats = SeriesStats.from_dict(item["stats"])
+    have = table.get(key)
+    if have is None:
+        table[key] = (stats, float(item["span"]), int(item["in_flight"]))
+        return
+    have[0].merge(stats)
+    # Processes cover the same stretch of wall time: the span is the longest, not a sum.
+    table[key] = (have[0], max(have[1], float(item["span"])), have[2] + int(item["in_flight"]))

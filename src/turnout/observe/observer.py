@@ -1,0 +1,69 @@
+"""The pipeline's last stage: every finished request into the metrics and the log.
+
+Both are cheap on the request path: metrics are in-memory arithmetic, and the
+request log only appends to a bounded queue that a writer thread drains.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from turnout.observe.exchange import Exchange
+from turnout.observe.metrics import Registry
+from turnout.store.entry import LogEntry
+
+if TYPE_CHECKING:
+    from turnout.snapshot import Snapshot
+
+
+class LogSink(Protocol):
+    def submit(self, entry: LogEntry) -> bool: ...
+
+
+class Observer:
+    def __init__(self, registry: Registry | None = None, log: LogSink | None = None) -> None:
+        self.registry = registry if registry is not None else Registry()
+        self.log = log
+
+    def begin(self, x: Exchange, variant: str, upstream: str) -> None:
+        """The request has a variant and an upstream: it counts as in flight for both."""
+        assert x.route is not None
+        x.variant = variant
+        x.upstream = upstream
+        self.registry.variant_series(x.route, variant, x.start).in_flight += 1
+        self.registry.upstream_series(upstream, x.start).in_flight += 1
+
+    def finish(self, x: Exchange, snap: Snapshot) -> None:
+        cost = snap.cost_nano(x.model, x.input_tokens, x.output_tokens)
+        if x.variant is not None and x.upstream is not None and x.route is not None:
+            series = self.registry.variant_series(x.route, x.variant, x.end)
+            series.in_flight -= 1
+            series.record(x, cost, x.end)
+            series = self.registry.upstream_series(x.upstream, x.end)
+            series.in_flight -= 1
+            series.record(x, cost, x.end)
+        if self.log is not None:
+            self.log.submit(_entry(x, cost, snap))
+
+
+def _entry(x: Exchange, cost_nano: int, snap: Snapshot) -> LogEntry:
+    sampler = snap.body_sampling.get(x.route) if x.route and x.request_body else None
+    return LogEntry(
+        request_id=x.request_id,
+        ts=x.wall_start,
+        route=x.route,
+        variant=x.variant,
+        upstream=x.upstream,
+        status=x.status,
+        error_class=x.error_class,
+        latency_ms=x.total * 1000.0,
+        ttft_ms=None if x.ttft is None else x.ttft * 1000.0,
+        input_tokens=x.input_tokens,
+        output_tokens=x.output_tokens,
+        cost_usd=cost_nano / 1e9 if cost_nano else None,
+        key=x.key,
+        stream=x.stream,
+        request_body=x.request_body,
+        response_body=x.response_body,
+        redact=sampler.redact if sampler else None,
+    )
