@@ -15,7 +15,7 @@ from multidict import CIMultiDict
 
 from turnout.config import config_from_mapping
 from turnout.gateway.server import Gateway, serve_gateway
-from turnout.simulator import ModelProfile, RunningSimulator, start_simulator
+from turnout.simulator import RunningSimulator
 from turnout.snapshot import build_snapshot
 
 
@@ -74,16 +74,6 @@ async def gateway_for(config: dict[str, Any]) -> AsyncIterator[Running]:
     finally:
         await server.close()
         await gateway.close()
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[RunningSimulator]:
-    profiles = {
-        "m-stable": ModelProfile(answer="stable answer to {last_user_message}", output_tokens=20),
-        "m-canary": ModelProfile(answer="canary answer to {last_user_message}", output_tokens=20),
-    }
-    async with await start_simulator(profiles, seed=7) as s:
-        yield s
 
 
 GatewayFactory = Callable[..., Any]

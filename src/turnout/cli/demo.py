@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from turnout.config import config_from_mapping
-from turnout.gateway.run import wait_for_stop_signal
-from turnout.gateway.server import serve_gateway
+from turnout.serve import Addresses, serve_one
 from turnout.simulator import profiles_from_mapping, start_simulator
 from turnout.snapshot import build_snapshot
 
@@ -56,7 +57,7 @@ def demo_config(v1_url: str, v2_url: str, host: str, port: int) -> dict[str, Any
     }
 
 
-def instructions(base: str) -> str:
+def instructions(base: str, admin_port: int) -> str:
     return f"""
 turnout demo: gateway on {base}, route "default" splits 90/10 (stable/candidate),
 sticky by the body's "user" (or the x-user-id header). Any model name is accepted.
@@ -77,22 +78,25 @@ sticky by the body's "user" (or the x-user-id header). Any model name is accepte
   PY
 
 Response headers x-turnout-route / -variant / -upstream / -request-id say what happened.
-Force a variant with the header x-turnout-variant: candidate. Stop with Ctrl-C.
+Force a variant with the header x-turnout-variant: candidate.
+Per-variant numbers:  turnout stats --admin-url http://127.0.0.1:{admin_port}
+                      curl -s http://127.0.0.1:{admin_port}/metrics
+Stop with Ctrl-C.
 """
 
 
-async def run_demo(host: str, port: int) -> None:
+async def run_demo(host: str, port: int, admin_port: int) -> None:
     profiles = profiles_from_mapping(PROFILES)
     async with (
         await start_simulator({"sim-model-v1": profiles["sim-model-v1"]}) as v1,
         await start_simulator({"sim-model-v2": profiles["sim-model-v2"]}) as v2,
     ):
-        config = config_from_mapping(demo_config(v1.base_url, v2.base_url, host, port))
-        gateway, server = await serve_gateway(build_snapshot(config))
-        try:
-            print(instructions(f"http://{host}:{server.port}/v1"), flush=True)
-            await wait_for_stop_signal()
-            print("turnout demo: stopping", flush=True)
-        finally:
-            await server.close()
-            await gateway.close()
+        with tempfile.TemporaryDirectory(prefix="turnout-demo-") as store_dir:
+            config = config_from_mapping(demo_config(v1.base_url, v2.base_url, host, port))
+            at = Addresses(host, port, "127.0.0.1", admin_port)
+
+            def ready(bound: int) -> None:
+                print(instructions(f"http://{host}:{bound}/v1", admin_port), flush=True)
+
+            await serve_one(build_snapshot(config), Path(store_dir), at, on_ready=ready)
+            print("turnout demo: stopped", flush=True)

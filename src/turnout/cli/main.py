@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,24 +74,30 @@ def _cmd_route(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from turnout.gateway.run import serve  # noqa: PLC0415
+    from turnout.serve import serve  # noqa: PLC0415
 
-    serve(args.config, host=args.host, port=args.port, workers=args.workers)
+    serve(
+        args.config,
+        host=args.host,
+        port=args.port,
+        admin_port=args.admin_port,
+        workers=args.workers,
+    )
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from turnout.cli.demo import run_demo  # noqa: PLC0415
     from turnout.control.auth import require_token_beyond_loopback  # noqa: PLC0415
-    from turnout.gateway.run import run  # noqa: PLC0415
+    from turnout.serve import run  # noqa: PLC0415
 
     require_token_beyond_loopback(args.host)
-    run(run_demo(args.host, args.port))
+    run(run_demo(args.host, args.port, args.admin_port))
     return 0
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from turnout.gateway.run import run  # noqa: PLC0415
+    from turnout.serve import run  # noqa: PLC0415
     from turnout.simulator import profiles_from_mapping, run_simulator_forever  # noqa: PLC0415
 
     data = yaml.safe_load(Path(args.profiles).read_text()) if args.profiles else {}
@@ -100,6 +107,28 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_stats(args: argparse.Namespace) -> int:
+    from turnout.cli.admin_client import admin_get  # noqa: PLC0415
+    from turnout.cli.stats_table import render_table  # noqa: PLC0415
+
+    doc = admin_get(args, "/admin/stats", window=args.window)
+    if args.json:
+        print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    color = not args.no_color and sys.stdout.isatty()
+    print(render_table(doc, color=color))
+    return 0
+
+
+def add_admin_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--admin-url",
+        default=os.environ.get("TURNOUT_ADMIN_URL", "http://127.0.0.1:8081"),
+        help="admin API (default $TURNOUT_ADMIN_URL or http://127.0.0.1:8081);"
+        " token from $TURNOUT_ADMIN_TOKEN or $TURNOUT_ADMIN_TOKEN_FILE",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="turnout", description="Traffic-splitting gateway for LLMs")
     sub = p.add_subparsers(dest="command", required=True)
@@ -107,12 +136,21 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="simulated upstreams + gateway, split 90/10")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--admin-port", type=int, default=8081)
     s.set_defaults(func=_cmd_demo)
+
+    s = sub.add_parser("stats", help="per-variant numbers side by side, from the admin API")
+    add_admin_args(s)
+    s.add_argument("--window", default="60s", help="60s, 300s, 3600s or cumulative")
+    s.add_argument("--json", action="store_true", help="print the raw JSON")
+    s.add_argument("--no-color", action="store_true")
+    s.set_defaults(func=_cmd_stats)
 
     s = sub.add_parser("serve", help="run the gateway from a config file")
     s.add_argument("--config", "-c", required=True)
     s.add_argument("--host", help="override gateway.host")
     s.add_argument("--port", type=int, help="override gateway.port")
+    s.add_argument("--admin-port", type=int, help="override admin.port")
     s.add_argument("--workers", "-w", type=int, default=1, help="processes sharing the port")
     s.set_defaults(func=_cmd_serve)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from time import perf_counter
 from typing import Any, Protocol
 
@@ -34,14 +34,27 @@ class StatsSource(Protocol):
         ...
 
 
+def process_export(
+    registry: Registry, window: str, log_counters: dict[str, int] | None
+) -> dict[str, Any]:
+    """What one process contributes to a stats call: its metrics and its log counters."""
+    export = registry.export(window, perf_counter())
+    export["request_log"] = log_counters or {}
+    return export
+
+
 class LocalStats:
     """The numbers of this very process (one worker serving and administering)."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(
+        self, registry: Registry, log_counters: Callable[[], dict[str, int]] | None = None
+    ) -> None:
         self.registry = registry
+        self.log_counters = log_counters
 
     async def exports(self, window: str) -> list[dict[str, Any]]:
-        return [self.registry.export(window, perf_counter())]
+        counters = self.log_counters() if self.log_counters else None
+        return [process_export(self.registry, window, counters)]
 
 
 FeedbackSummaries = Callable[[float | None], Awaitable[list[Any]]]
@@ -55,7 +68,6 @@ class AdminContext:
     token: str | None = None
     feedback_summaries: FeedbackSummaries | None = None
     record_feedback: FeedbackRecorder | None = None
-    log_counters: Callable[[], dict[str, int]] = field(default=lambda: {"written": 0, "dropped": 0})
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -84,7 +96,6 @@ async def stats(ctx: AdminContext, window: str) -> dict[str, Any]:
         window,
         generated_at=time.time(),
         feedback=feedback,
-        request_log=ctx.log_counters(),
     )
 
 

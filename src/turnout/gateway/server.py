@@ -16,12 +16,14 @@ from aiohttp import web
 
 from turnout.exceptions import GatewayError, MethodNotAllowed, NotFound
 from turnout.gateway.errors import error_response
-from turnout.gateway.pipeline import Pipeline
+from turnout.gateway.feedback import FeedbackService
+from turnout.gateway.pipeline import Pipeline, parse_body, read_body
 from turnout.gateway.transport import AiohttpTransport, Transport
 from turnout.observe.observer import Observer
 from turnout.snapshot import Snapshot
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+FEEDBACK_MAX_BYTES = 64 * 1024
 
 
 class Gateway:
@@ -32,14 +34,17 @@ class Gateway:
         snapshot: Snapshot,
         transport: Transport | None = None,
         observer: Observer | None = None,
+        feedback: FeedbackService | None = None,
     ) -> None:
         self.observer = observer if observer is not None else Observer()
+        self.feedback = feedback
         self.pipeline = Pipeline(snapshot, transport or AiohttpTransport(), self.observer)
         p = self.pipeline
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): lambda r: p.proxy(r, "chat/completions"),
             ("POST", "/v1/completions"): lambda r: p.proxy(r, "completions"),
             ("POST", "/v1/embeddings"): lambda r: p.proxy(r, "embeddings"),
+            ("POST", "/v1/feedback"): self._feedback,
             ("GET", "/v1/models"): self._models,
             ("GET", "/healthz"): self._health,
         }
@@ -64,6 +69,15 @@ class Gateway:
             wrong = MethodNotAllowed(f"method {request.method} is not allowed on {request.path}")
             return error_response(wrong, {"allow": allowed})
         return error_response(NotFound(f"unknown path {request.path}"), {})
+
+    async def _feedback(self, request: web.BaseRequest) -> web.Response:
+        if self.feedback is None:
+            raise NotFound("feedback needs the embedded store, which this gateway runs without")
+        payload = parse_body(await read_body(request, FEEDBACK_MAX_BYTES))
+        recorded = await self.feedback.record(payload)
+        return web.Response(
+            status=201, body=orjson.dumps(recorded), content_type="application/json"
+        )
 
     async def _models(self, request: web.BaseRequest) -> web.Response:
         return web.Response(body=self.snapshot.models_body, content_type="application/json")
@@ -116,8 +130,10 @@ async def serve_gateway(
     host: str | None = None,
     port: int | None = None,
     reuse_port: bool = False,
+    observer: Observer | None = None,
+    feedback: FeedbackService | None = None,
 ) -> tuple[Gateway, RunningServer]:
-    gateway = Gateway(snapshot)
+    gateway = Gateway(snapshot, observer=observer, feedback=feedback)
     cfg = snapshot.config.gateway
     server = await start_http(
         gateway.handle,

@@ -227,9 +227,13 @@ class Merged:
         self.variants: dict[tuple[str, str], tuple[SeriesStats, float, int]] = {}
         self.upstreams: dict[str, tuple[SeriesStats, float, int]] = {}
         self.sources = 0
+        self.request_log = {"written": 0, "dropped": 0}
 
     def add(self, export: Mapping[str, Any]) -> None:
         self.sources += 1
+        log = export.get("request_log") or {}
+        for name in self.request_log:
+            self.request_log[name] += int(log.get(name, 0))
         for item in export["variants"]:
             _merge_into(self.variants, (item["route"], item["variant"]), item)
         for item in export["upstreams"]:

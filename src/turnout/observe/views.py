@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from turnout.config.model import Config
@@ -36,7 +36,6 @@ def stats_document(
     *,
     generated_at: float,
     feedback: Iterable[Any] = (),
-    request_log: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """Routes and variants in config order, baseline first; idle variants shown as zeros.
 
@@ -75,5 +74,5 @@ def stats_document(
         "workers": merged.sources,
         "routes": routes,
         "upstreams": upstreams,
-        "request_log": dict(request_log or {"written": 0, "dropped": 0}),
+        "request_log": dict(merged.request_log),
     }
