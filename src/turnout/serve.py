@@ -90,7 +90,7 @@ class Plane:
             )
             log.start()
         feedback = FeedbackService(FeedbackStore(path), log, snapshot)
-        return cls(Observer(Registry(), log), log, feedback)
+        return cls(Observer(Registry(), log, config.metrics.enabled), log, feedback)
 
     def log_counters(self) -> dict[str, int]:
         return self.log.counters() if self.log is not None else {}

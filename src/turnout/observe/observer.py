@@ -21,21 +21,26 @@ class LogSink(Protocol):
 
 
 class Observer:
-    def __init__(self, registry: Registry | None = None, log: LogSink | None = None) -> None:
+    def __init__(
+        self, registry: Registry | None = None, log: LogSink | None = None, metrics: bool = True
+    ) -> None:
         self.registry = registry if registry is not None else Registry()
         self.log = log
+        self.metrics = metrics  # off only to measure what metrics cost (bench/)
 
     def begin(self, x: Exchange, variant: str, upstream: str) -> None:
         """The request has a variant and an upstream: it counts as in flight for both."""
         assert x.route is not None
         x.variant = variant
         x.upstream = upstream
+        if not self.metrics:
+            return
         self.registry.variant_series(x.route, variant, x.start).in_flight += 1
         self.registry.upstream_series(upstream, x.start).in_flight += 1
 
     def finish(self, x: Exchange, snap: Snapshot) -> None:
         cost = snap.cost_nano(x.model, x.input_tokens, x.output_tokens)
-        if x.variant is not None and x.upstream is not None and x.route is not None:
+        if self.metrics and x.variant is not None and x.upstream is not None and x.route:
             series = self.registry.variant_series(x.route, x.variant, x.end)
             series.in_flight -= 1
             series.record(x, cost, x.end)
