@@ -2,11 +2,13 @@
 
     TurnoutError                      base of everything below
     ├── ConfigError                   a config was refused; carries every (field path, reason)
+    ├── RouteLocked                   the store refused a lock held by someone else
     └── GatewayError                  a request failed; rendered as an OpenAI-style JSON error
         ├── InvalidRequest      400   malformed JSON, wrong types, unknown forced variant
         ├── NotFound            404   no such path
         ├── NoRouteMatched      404   no route matches and the config has no catch-all route
         ├── MethodNotAllowed    405   a known path with the wrong method
+        ├── Conflict            409   a change to a locked route
         ├── PayloadTooLarge     413   body over ``gateway.max_body_bytes``
         ├── UpstreamFailed      502   refused connection, reset, garbage answer
         └── UpstreamTimeout     504   an upstream timeout elapsed
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 class TurnoutError(Exception):
@@ -47,6 +50,14 @@ class ConfigError(TurnoutError):
     @classmethod
     def single(cls, path: str, message: str) -> ConfigError:
         return cls([FieldError(path, message)])
+
+
+class RouteLocked(TurnoutError):
+    """``ConfigStore.lock`` found the route locked by someone else."""
+
+    def __init__(self, lock: Any) -> None:
+        self.lock = lock
+        super().__init__(f"route {lock.route!r} is locked by {lock.actor!r}: {lock.reason}")
 
 
 class GatewayError(TurnoutError):
@@ -86,6 +97,12 @@ class MethodNotAllowed(GatewayError):
     status = 405
     type = "invalid_request_error"
     code = "method_not_allowed"
+
+
+class Conflict(GatewayError):
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
 
 
 class PayloadTooLarge(GatewayError):

@@ -11,28 +11,25 @@ Every process opens the same SQLite store; writes go through its own writer thre
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import multiprocessing
 import os
 import signal
 import sys
-import tempfile
-import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from turnout.config import Config, config_from_mapping, load_config
-from turnout.control.admin import AdminContext, LocalStats, admin_app, process_export
+from turnout.config import Config, load_config
+from turnout.control.admin import AdminContext, LocalStats, admin_app
 from turnout.control.auth import admin_token, require_token_beyond_loopback
-from turnout.control.channel import Hub, serve_supervisor
-from turnout.exceptions import ConfigError
+from turnout.control.plane import ControlPlane, document_of
+from turnout.exceptions import ConfigError, GatewayError
 from turnout.gateway.feedback import FeedbackService
-from turnout.gateway.server import serve_gateway
+from turnout.gateway.server import Gateway, serve_gateway
 from turnout.observe.metrics import Registry
 from turnout.observe.observer import Observer
 from turnout.snapshot import Snapshot, build_snapshot
+from turnout.store.configs import ConfigStore
 from turnout.store.feedback import FeedbackStore
 from turnout.store.requestlog import RequestLog
 
@@ -69,15 +66,15 @@ def store_path(config: Config, base_dir: Path) -> Path:
 
 
 @dataclass
-class Plane:
-    """What one serving process owns besides its sockets."""
+class ServingState:
+    """What one serving process owns besides its sockets: metrics, log, feedback."""
 
     observer: Observer
     log: RequestLog | None
     feedback: FeedbackService
 
     @classmethod
-    def open(cls, config: Config, base_dir: Path, snapshot: Callable[[], Snapshot]) -> Plane:
+    def open(cls, config: Config, base_dir: Path, snapshot: Callable[[], Snapshot]) -> ServingState:
         path = store_path(config, base_dir)
         log = None
         if config.request_log.enabled:
@@ -101,10 +98,12 @@ class Plane:
         await self.feedback.close()
 
 
-async def start_admin(ctx: AdminContext, host: str, port: int) -> Any:
+async def start_admin(
+    ctx: AdminContext, host: str, port: int, plane: ControlPlane | None = None
+) -> Any:
     from aiohttp import web  # noqa: PLC0415
 
-    runner = web.AppRunner(admin_app(ctx), access_log=None, handle_signals=False)
+    runner = web.AppRunner(admin_app(ctx, plane), access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
@@ -125,7 +124,8 @@ class OneProcess:
     gateway: Any
     server: Any
     admin: Any
-    plane: Plane
+    state: ServingState
+    plane: ControlPlane
 
     @property
     def port(self) -> int:
@@ -139,174 +139,101 @@ class OneProcess:
         await self.admin.cleanup()
         await self.server.close()
         await self.gateway.close()
+        await self.state.close()
         await self.plane.close()
 
 
-async def start_one(snapshot: Snapshot, base_dir: Path, at: Addresses) -> OneProcess:
-    plane = Plane.open(snapshot.config, base_dir, lambda: gateway.snapshot)
+async def start_one(
+    config: Config,
+    base_dir: Path,
+    at: Addresses,
+    *,
+    source: str = "config",
+    prefer_file: bool = False,
+) -> OneProcess:
+    """Control plane, gateway and admin API in this process; the store in base_dir."""
+    plane = ControlPlane(
+        ConfigStore(store_path(config, base_dir)), base_dir, publish=lambda s: _swap(gateway, s)
+    )
+    snapshot = await plane.bootstrap(config, source=source, prefer_file=prefer_file)
+    state = ServingState.open(snapshot.config, base_dir, lambda: gateway.snapshot)
     gateway, server = await serve_gateway(
-        snapshot, host=at.host, port=at.port, observer=plane.observer, feedback=plane.feedback
+        snapshot, host=at.host, port=at.port, observer=state.observer, feedback=state.feedback
     )
     ctx = AdminContext(
         snapshot=lambda: gateway.snapshot,
-        stats=LocalStats(plane.observer.registry, plane.log_counters),
+        stats=LocalStats(state.observer.registry, state.log_counters),
         token=admin_token(),
-        feedback_summaries=plane.feedback.summaries,
-        record_feedback=plane.feedback.record,
+        feedback_summaries=state.feedback.summaries,
+        record_feedback=state.feedback.record,
     )
-    admin = await start_admin(ctx, at.admin_host, at.admin_port)
-    return OneProcess(gateway, server, admin, plane)
+    admin = await start_admin(ctx, at.admin_host, at.admin_port, plane)
+    return OneProcess(gateway, server, admin, state, plane)
+
+
+async def _swap(gateway: Gateway, snapshot: Snapshot) -> None:
+    gateway.swap(snapshot)
+
+
+async def watch_file(path: Path, plane: ControlPlane, every: float = 1.0) -> None:
+    """Apply the file whenever it changes, through the same validation and versioning."""
+
+    def stamp() -> tuple[float, int] | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return st.st_mtime, st.st_size
+
+    seen = stamp()
+    while True:
+        await asyncio.sleep(every)
+        now = stamp()
+        if now is None or now == seen:
+            continue
+        seen = now
+        try:
+            outcome = await plane.apply(
+                document_of(load_config(path)),
+                author="file-watch",
+                reason=f"{path.name} changed",
+                source="file-watch",
+            )
+        except (ConfigError, GatewayError) as exc:
+            print(f"turnout: {path} not applied: {exc}", file=sys.stderr, flush=True)
+            continue
+        if outcome.changed:
+            print(f"turnout: {path} applied as version {outcome.version}", flush=True)
 
 
 async def serve_one(
-    snapshot: Snapshot,
+    config: Config,
     base_dir: Path,
     at: Addresses,
+    *,
+    source: str = "config",
+    prefer_file: bool = False,
+    watch: Path | None = None,
     on_ready: Callable[[int], None] | None = None,
 ) -> None:
-    """Gateway and admin API in this one process, until SIGINT or SIGTERM."""
-    running = await start_one(snapshot, base_dir, at)
+    """Everything in this one process, until SIGINT or SIGTERM."""
+    running = await start_one(config, base_dir, at, source=source, prefer_file=prefer_file)
+    watcher = asyncio.create_task(watch_file(watch, running.plane)) if watch else None
     if on_ready is not None:
         on_ready(running.port)
     else:
         print(
             f"turnout gateway on http://{at.host}:{running.port}/v1, admin on"
-            f" http://{at.admin_host}:{at.admin_port} (pid {os.getpid()})",
+            f" http://{at.admin_host}:{running.admin_port}, config version"
+            f" {running.plane.snapshot.version} (pid {os.getpid()})",
             flush=True,
         )
     try:
         await wait_for_stop_signal()
     finally:
-        await running.close()
-
-
-async def _serve_worker(
-    snapshot: Snapshot, base_dir: Path, host: str, port: int, hub_path: str
-) -> None:
-    plane = Plane.open(snapshot.config, base_dir, lambda: gateway.snapshot)
-    gateway, server = await serve_gateway(
-        snapshot,
-        host=host,
-        port=port,
-        reuse_port=True,
-        observer=plane.observer,
-        feedback=plane.feedback,
-    )
-
-    async def answer(msg: dict[str, Any]) -> Any:
-        if msg.get("op") == "stats":
-            return process_export(plane.observer.registry, msg["window"], plane.log_counters())
-        return {"error": f"unknown op {msg.get('op')!r}"}
-
-    link = asyncio.create_task(serve_supervisor(hub_path, answer))
-    print(f"turnout worker on http://{host}:{server.port}/v1 (pid {os.getpid()})", flush=True)
-    try:
-        await wait_for_stop_signal()
-    finally:
-        link.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await link
-        await server.close()
-        await gateway.close()
-        await plane.close()
-
-
-def _worker(document: dict[str, Any], base_dir: str, host: str, port: int, hub: str) -> None:
-    # The parent validated this very document; a worker never re-reads the file,
-    # which may have changed since.
-    snapshot = build_snapshot(config_from_mapping(document), base_dir=Path(base_dir))
-    run(_serve_worker(snapshot, Path(base_dir), host, port, hub))
-
-
-RESTART_LIMIT = 5  # consecutive early deaths of one worker before giving up
-EARLY_DEATH_SECONDS = 10.0
-
-
-class _Workers:
-    """Keeps N worker processes alive; a worker that dies is replaced."""
-
-    def __init__(self, args: tuple[Any, ...], n: int) -> None:
-        self._ctx = multiprocessing.get_context("spawn")
-        self._args = args
-        self._procs = [self._start() for _ in range(n)]
-        self._early_deaths = [0] * n
-
-    def _start(self) -> tuple[multiprocessing.process.BaseProcess, float]:
-        proc = self._ctx.Process(target=_worker, args=self._args)
-        proc.start()
-        return proc, time.monotonic()
-
-    async def watch(self) -> None:
-        while True:
-            for i, (proc, started) in enumerate(self._procs):
-                if proc.is_alive():
-                    continue
-                early = time.monotonic() - started < EARLY_DEATH_SECONDS
-                self._early_deaths[i] = self._early_deaths[i] + 1 if early else 0
-                if self._early_deaths[i] >= RESTART_LIMIT:
-                    raise SystemExit(
-                        f"turnout: a worker keeps dying at start (exit {proc.exitcode})"
-                    )
-                print(
-                    f"turnout: worker pid {proc.pid} exited ({proc.exitcode}); starting another",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                self._procs[i] = self._start()
-            await asyncio.sleep(0.2)
-
-    async def stop(self) -> None:
-        for proc, _ in self._procs:
-            if proc.is_alive() and proc.pid is not None:
-                os.kill(proc.pid, signal.SIGTERM)
-        for proc, _ in self._procs:
-            await asyncio.get_running_loop().run_in_executor(None, proc.join)
-
-
-class HubStats:
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-
-    async def exports(self, window: str) -> list[dict[str, Any]]:
-        answers = await self.hub.ask_all("stats", window=window)
-        return [a for a in answers if isinstance(a, dict) and "variants" in a]
-
-
-async def serve_many(snapshot: Snapshot, base_dir: Path, at: Addresses, workers: int) -> None:
-    """The supervisor: admin API and worker processes, until SIGINT or SIGTERM."""
-    config = snapshot.config
-    with tempfile.TemporaryDirectory(prefix="turnout-") as tmp:
-        hub = Hub(str(Path(tmp) / "hub.sock"))
-        await hub.start()
-        document = config.model_dump(mode="json", by_alias=True, exclude_none=True)
-        procs = _Workers((document, str(base_dir), at.host, at.port, hub.path), workers)
-        feedback = FeedbackService(
-            FeedbackStore(store_path(config, base_dir)), None, lambda: snapshot
-        )
-        ctx = AdminContext(
-            snapshot=lambda: snapshot,
-            stats=HubStats(hub),
-            token=admin_token(),
-            feedback_summaries=feedback.summaries,
-        )
-        admin = await start_admin(ctx, at.admin_host, at.admin_port)
-        print(
-            f"turnout admin on http://{at.admin_host}:{at.admin_port}, {workers} workers",
-            flush=True,
-        )
-        watcher = asyncio.create_task(procs.watch())
-        stopper = asyncio.create_task(wait_for_stop_signal())
-        try:
-            done, _ = await asyncio.wait({watcher, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()  # a watcher that gave up raises SystemExit here
-        finally:
+        if watcher is not None:
             watcher.cancel()
-            stopper.cancel()
-            await procs.stop()
-            await admin.cleanup()
-            await hub.close()
-            await feedback.close()
+        await running.close()
 
 
 def serve(
@@ -316,11 +243,17 @@ def serve(
     port: int | None = None,
     admin_port: int | None = None,
     workers: int = 1,
+    from_file: bool = False,
+    watch: bool = False,
 ) -> None:
-    """Validate the config here first, so a bad one fails before anything starts."""
+    """Validate the file first, so a bad one fails before anything starts.
+
+    turnout comes back on the last accepted version in its store; ``from_file``
+    makes the file the live config instead (stored as a new version).
+    """
     config = load_config(config_path)
     base_dir = Path(config_path).resolve().parent
-    snapshot = build_snapshot(config, base_dir=base_dir)
+    build_snapshot(config, base_dir=base_dir)
     at = Addresses(
         host=config.gateway.host if host is None else host,
         port=config.gateway.port if port is None else port,
@@ -329,9 +262,20 @@ def serve(
     )
     require_token_beyond_loopback(at.host)
     require_token_beyond_loopback(at.admin_host, "admin.host")
+    watched = Path(config_path) if watch else None
     if workers <= 1:
-        run(serve_one(snapshot, base_dir, at))
+        run(
+            serve_one(
+                config, base_dir, at, source=config_path, prefer_file=from_file, watch=watched
+            )
+        )
         return
     if at.port == 0:
         raise ConfigError.single("gateway.port", "several workers need a fixed port, not 0")
-    run(serve_many(snapshot, base_dir, at, workers))
+    from turnout.control.supervisor import serve_many  # noqa: PLC0415
+
+    run(
+        serve_many(
+            config, base_dir, at, workers, source=config_path, prefer_file=from_file, watch=watched
+        )
+    )

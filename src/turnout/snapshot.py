@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -64,6 +64,10 @@ class Snapshot:
     # model -> nano-dollars per input token, per output token
     prices: Mapping[str, tuple[float, float]]
     body_sampling: Mapping[str, BodySampler]  # by route name; absent = never
+    version_text: str  # the x-turnout-config-version header, rendered once
+
+    def with_version(self, version: int) -> Snapshot:
+        return replace(self, version=version, version_text=str(version))
 
     def cost_nano(self, model: str | None, input_tokens: int | None, out: int | None) -> int:
         price = self.prices.get(model) if model else None
@@ -189,4 +193,5 @@ def build_snapshot(
             {m: (p.input * 1000, p.output * 1000) for m, p in config.prices.items()}
         ),
         body_sampling=MappingProxyType(samplers),
+        version_text=str(version),
     )

@@ -13,7 +13,6 @@ import aiohttp
 
 from turnout.config import config_from_mapping
 from turnout.serve import Addresses, OneProcess, start_one
-from turnout.snapshot import build_snapshot
 
 
 @dataclass
@@ -52,8 +51,9 @@ class Whole:
 async def whole(config: dict[str, Any], tmp_path: Path) -> AsyncIterator[Whole]:
     config = copy.deepcopy(config)
     config.setdefault("store", {"path": "turnout.db"})
-    snapshot = build_snapshot(config_from_mapping(config), base_dir=tmp_path)
-    running = await start_one(snapshot, tmp_path, Addresses("127.0.0.1", 0, "127.0.0.1", 0))
+    running = await start_one(
+        config_from_mapping(config), tmp_path, Addresses("127.0.0.1", 0, "127.0.0.1", 0)
+    )
     try:
         async with aiohttp.ClientSession() as http:
             yield Whole(running, http, tmp_path / config["store"]["path"])

@@ -43,7 +43,7 @@ async def test_request_log_rows_have_hashed_keys(sim: RunningSimulator, tmp_path
     async with whole(split_config(sim.base_url), tmp_path) as t:
         _, headers, _ = await t.chat("alice-the-user")
         request_id = headers["x-turnout-request-id"]
-        log = t.running.plane.log
+        log = t.running.state.log
         assert log is not None and log.flush(5)
         row = log.find(request_id)
         assert row is not None

@@ -9,7 +9,6 @@ from typing import Any
 from turnout.config import config_from_mapping
 from turnout.serve import Addresses, serve_one
 from turnout.simulator import profiles_from_mapping, start_simulator
-from turnout.snapshot import build_snapshot
 
 PROFILES: dict[str, Any] = {
     "models": {
@@ -98,5 +97,5 @@ async def run_demo(host: str, port: int, admin_port: int) -> None:
             def ready(bound: int) -> None:
                 print(instructions(f"http://{host}:{bound}/v1", admin_port), flush=True)
 
-            await serve_one(build_snapshot(config), Path(store_dir), at, on_ready=ready)
+            await serve_one(config, Path(store_dir), at, source="demo", on_ready=ready)
             print("turnout demo: stopped", flush=True)

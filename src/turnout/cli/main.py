@@ -82,6 +82,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         admin_port=args.admin_port,
         workers=args.workers,
+        from_file=args.from_file,
+        watch=args.watch,
     )
     return 0
 
@@ -146,12 +148,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-color", action="store_true")
     s.set_defaults(func=_cmd_stats)
 
+    from turnout.cli.control import add_control_commands  # noqa: PLC0415
+
+    add_control_commands(sub, add_admin_args)
+
     s = sub.add_parser("serve", help="run the gateway from a config file")
     s.add_argument("--config", "-c", required=True)
     s.add_argument("--host", help="override gateway.host")
     s.add_argument("--port", type=int, help="override gateway.port")
     s.add_argument("--admin-port", type=int, help="override admin.port")
     s.add_argument("--workers", "-w", type=int, default=1, help="processes sharing the port")
+    s.add_argument(
+        "--from-file",
+        action="store_true",
+        help="start on this file even if the store holds a later accepted version",
+    )
+    s.add_argument("--watch", action="store_true", help="apply the file again when it changes")
     s.set_defaults(func=_cmd_serve)
 
     s = sub.add_parser("validate", help="check a config file; errors name the field")

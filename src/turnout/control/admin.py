@@ -18,7 +18,10 @@ import orjson
 from aiohttp import web
 
 from turnout.control.auth import token_matches
-from turnout.exceptions import GatewayError, InvalidRequest, NotFound
+from turnout.control.config_api import add_config_routes, config_error_response
+from turnout.control.openapi import openapi
+from turnout.control.plane import ControlPlane
+from turnout.exceptions import ConfigError, GatewayError, InvalidRequest, NotFound
 from turnout.gateway.errors import error_body
 from turnout.observe.metrics import Merged, Registry
 from turnout.observe.prometheus import CONTENT_TYPE, render
@@ -99,7 +102,7 @@ async def stats(ctx: AdminContext, window: str) -> dict[str, Any]:
     )
 
 
-def admin_app(ctx: AdminContext) -> web.Application:
+def admin_app(ctx: AdminContext, plane: ControlPlane | None = None) -> web.Application:
     @web.middleware
     async def errors_and_auth(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -121,6 +124,8 @@ def admin_app(ctx: AdminContext) -> web.Application:
             return await handler(request)
         except GatewayError as exc:
             return _error(exc)
+        except ConfigError as exc:
+            return config_error_response(exc)
         except web.HTTPException as exc:
             if exc.status == 404:
                 return _error(NotFound(f"unknown path {request.path}"))
@@ -154,7 +159,13 @@ def admin_app(ctx: AdminContext) -> web.Application:
             raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
         return _json(await ctx.record_feedback(payload), status=201)
 
+    async def openapi_json(request: web.Request) -> web.Response:
+        return _json(openapi())
+
     app = web.Application(middlewares=[errors_and_auth])
+    app.router.add_get("/admin/openapi.json", openapi_json)
+    if plane is not None:
+        add_config_routes(app, plane)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/admin/stats", get_stats)
     app.router.add_get("/metrics", metrics)

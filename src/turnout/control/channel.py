@@ -66,8 +66,11 @@ class WorkerLink:
 class Hub:
     """The supervisor's side: accepts workers, asks them all."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(
+        self, path: str, on_connect: Callable[[WorkerLink], Awaitable[Any]] | None = None
+    ) -> None:
         self.path = path
+        self.on_connect = on_connect  # e.g. hand a new worker the live config
         self.links: list[WorkerLink] = []
         self._server: asyncio.Server | None = None
 
@@ -77,6 +80,9 @@ class Hub:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         link = WorkerLink(reader, writer)
         self.links.append(link)
+        if self.on_connect is not None:
+            with contextlib.suppress(Exception):  # a worker dying at start is the watcher's job
+                await self.on_connect(link)
         await link.closed.wait()
         self.links.remove(link)
 

@@ -37,6 +37,7 @@ H_ROUTE = "x-turnout-route"
 H_VARIANT = "x-turnout-variant"
 H_REQUEST_ID = "x-turnout-request-id"
 H_UPSTREAM = "x-turnout-upstream"
+H_CONFIG_VERSION = "x-turnout-config-version"
 _SSE_HEADERS = {"content-type": "text/event-stream", "cache-control": "no-cache"}
 
 
@@ -140,7 +141,7 @@ class Pipeline:
     async def proxy(self, request: web.BaseRequest, endpoint: str) -> web.StreamResponse:
         snap = self.snapshot
         x = Exchange(self.ids.next(), time.time(), perf_counter())
-        headers = {H_REQUEST_ID: x.request_id}
+        headers = {H_REQUEST_ID: x.request_id, H_CONFIG_VERSION: snap.version_text}
         try:
             raw = await read_body(request, snap.max_body_bytes)
             body = parse_body(raw)

@@ -93,6 +93,35 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX feedback_ts ON feedback (ts)",
         ),
     ),
+    Migration(
+        2,
+        "config versions, audit trail, route locks",
+        (
+            # Documents are canonical JSON (sorted keys, no whitespace), so two equal
+            # configs are equal as text. Written by the control plane only.
+            """CREATE TABLE config_versions (
+                version INTEGER PRIMARY KEY,
+                document TEXT NOT NULL,
+                author TEXT,
+                reason TEXT,
+                created_at REAL,
+                source TEXT
+            )""",
+            # version: the config version an entry created or concerns; NULL for
+            # events that made none (refused changes, locks). No foreign key, so an
+            # entry about a version cannot block some later pruning of versions.
+            """CREATE TABLE audit (
+                id INTEGER PRIMARY KEY,
+                ts REAL,
+                actor TEXT,
+                action TEXT,
+                detail TEXT,
+                version INTEGER
+            )""",
+            "CREATE INDEX audit_version ON audit (version)",
+            "CREATE TABLE route_locks (route TEXT PRIMARY KEY, actor TEXT, reason TEXT, ts REAL)",
+        ),
+    ),
 )
 
 
