@@ -43,6 +43,7 @@ async def test_weights_promote_rollback_history_diff(sim: RunningSimulator, tmp_
             {"weights": {"stable": 0, "canary": 100}, "reason": "all in", "author": "ana"},
         )
         assert status == 200 and result == {**result, "version": 2, "changed": True}
+        assert result["propagation_ms"] >= 0
         versions, seen = await variants_for(t, range(30))
         assert versions == {"2"} and set(seen.values()) == {"canary"}
 
@@ -78,7 +79,7 @@ async def test_weights_promote_rollback_history_diff(sim: RunningSimulator, tmp_
 
         # Applying the live config again changes nothing and makes no version.
         status, result = await call(t, "PUT", "/admin/config", {"config": now["config"]})
-        assert result == {"version": 5, "changed": False, "changes": []}
+        assert result == {"version": 5, "changed": False, "changes": [], "propagation_ms": None}
 
 
 async def test_invalid_changes_leave_the_live_config(sim: RunningSimulator, tmp_path: Path) -> None:

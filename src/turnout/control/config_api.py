@@ -57,6 +57,7 @@ def _outcome(outcome: Outcome) -> dict[str, Any]:
         "version": outcome.version,
         "changed": outcome.changed,
         "changes": [asdict(c) for c in outcome.changes],
+        "propagation_ms": outcome.propagation_ms,
     }
 
 

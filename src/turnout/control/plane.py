@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ class Outcome:
     version: int
     changed: bool
     changes: list[Change]
+    propagation_ms: float | None = None  # stored → every serving process acknowledged
 
 
 class ControlPlane:
@@ -128,9 +130,11 @@ class ControlPlane:
                 detail={"changes": [c.path for c in changes][:200]},
             )
             snapshot = snapshot.with_version(stored.version)
+            started = time.perf_counter()
             await self._publish(snapshot)
+            propagation = (time.perf_counter() - started) * 1000.0
             self.live, self.document = snapshot, new_doc
-            return Outcome(stored.version, True, changes)
+            return Outcome(stored.version, True, changes, propagation)
 
     def _route(self, doc: dict[str, Any], name: str) -> dict[str, Any]:
         for route in doc.get("routes", []):
