@@ -28,6 +28,7 @@ from turnout.gateway.feedback import FeedbackService
 from turnout.gateway.server import Gateway, serve_gateway
 from turnout.observe.metrics import Registry
 from turnout.observe.observer import Observer
+from turnout.observe.tracing import open_spans
 from turnout.snapshot import Snapshot, build_snapshot
 from turnout.store.configs import ConfigStore
 from turnout.store.feedback import FeedbackStore
@@ -87,12 +88,15 @@ class ServingState:
             )
             log.start()
         feedback = FeedbackService(FeedbackStore(path), log, snapshot)
-        return cls(Observer(Registry(), log, config.metrics.enabled), log, feedback)
+        spans = open_spans(config.tracing)
+        return cls(Observer(Registry(), log, config.metrics.enabled, spans), log, feedback)
 
     def log_counters(self) -> dict[str, int]:
         return self.log.counters() if self.log is not None else {}
 
     async def close(self) -> None:
+        if self.observer.spans is not None:
+            self.observer.spans.close()
         if self.log is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.log.close)
         await self.feedback.close()

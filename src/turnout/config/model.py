@@ -224,6 +224,20 @@ class StoreSettings(_Strict):
     )
 
 
+class TracingSettings(_Strict):
+    """OpenTelemetry traces, one span per request (GenAI semantic conventions)."""
+
+    enabled: bool = False
+    exporter: Literal["otlp", "console"] = Field(
+        "otlp", description="otlp: OTLP over HTTP (needs turnout[otel]); console: stdout"
+    )
+    endpoint: str | None = Field(
+        None, description="OTLP traces URL; default from OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    sample_rate: float = Field(1.0, ge=0, le=1)
+    service_name: str = "turnout"
+
+
 class MetricsSettings(_Strict):
     enabled: bool = Field(True, description="per-variant metrics; off only to measure their cost")
 
@@ -254,3 +268,4 @@ class Config(_Strict):
     store: StoreSettings = StoreSettings()
     request_log: RequestLogSettings = RequestLogSettings()
     metrics: MetricsSettings = MetricsSettings()
+    tracing: TracingSettings = TracingSettings()

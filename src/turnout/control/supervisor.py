@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from turnout.store.configs import ConfigStore
-
 from turnout.config import Config, config_from_mapping
 from turnout.control.admin import AdminContext, process_export
 from turnout.control.auth import admin_token
@@ -40,6 +38,7 @@ from turnout.serve import (
     watch_file,
 )
 from turnout.snapshot import Snapshot, build_snapshot
+from turnout.store.configs import ConfigStore
 from turnout.store.feedback import FeedbackStore
 
 PUSH_WAIT = 2.0  # seconds a config push waits for every worker's acknowledgement

@@ -182,6 +182,7 @@ class Pipeline:
         headers: dict[str, str],
     ) -> web.StreamResponse:
         x.stream = body.get("stream") is True
+        x.operation = endpoint
         strip_usage = x.stream and target.stream_usage and _ask_for_stream_usage(body, endpoint)
         x.sent = perf_counter()
         upstream = await self.transport.send(target, endpoint, orjson.dumps(body))

@@ -54,6 +54,7 @@ class Exchange:
     model: str | None = None  # as sent upstream, for prices
     key: str | None = None  # raw stickiness key; only its keyed hash is ever stored
     stream: bool = False
+    operation: str = ""  # the endpoint: chat/completions, completions, embeddings
     status: int = 0
     error_class: str | None = None
     sent: float | None = None  # request handed to the upstream

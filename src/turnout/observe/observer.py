@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from turnout.observe.exchange import Exchange
 from turnout.observe.metrics import Registry
+from turnout.observe.tracing import SpanSink
 from turnout.store.entry import LogEntry
 
 if TYPE_CHECKING:
@@ -22,10 +23,15 @@ class LogSink(Protocol):
 
 class Observer:
     def __init__(
-        self, registry: Registry | None = None, log: LogSink | None = None, metrics: bool = True
+        self,
+        registry: Registry | None = None,
+        log: LogSink | None = None,
+        metrics: bool = True,
+        spans: SpanSink | None = None,
     ) -> None:
         self.registry = registry if registry is not None else Registry()
         self.log = log
+        self.spans = spans
         self.metrics = metrics  # off only to measure what metrics cost (bench/)
 
     def begin(self, x: Exchange, variant: str, upstream: str) -> None:
@@ -49,6 +55,9 @@ class Observer:
             series.record(x, cost, x.end)
         if self.log is not None:
             self.log.submit(_entry(x, cost, snap))
+        if self.spans is not None and x.upstream is not None:
+            target = snap.upstreams.get(x.upstream)
+            self.spans.record(x, target.labels.get("provider") if target else None)
 
 
 def _entry(x: Exchange, cost_nano: int, snap: Snapshot) -> LogEntry:
