@@ -8,23 +8,31 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import itertools
 import logging
-import math
 import os
 import random
 import struct
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from aiohttp import web
 
+from turnout.simulator.payloads import (
+    BadRequest,
+    ReceivedRequest,
+    embedding_of,
+    error_response,
+    max_tokens_of,
+    parse_inputs,
+    render_answer,
+    simulated_error,
+    static_answer,
+    text_of,
+)
 from turnout.simulator.profiles import DEFAULT_PROFILE_NAME, Fault, ModelProfile
 
 log = logging.getLogger(__name__)
@@ -35,110 +43,6 @@ _DONE = b"data: [DONE]\n\n"
 _OPEN = b',"logprobs":null,"finish_reason":null}]}\n\n'  # closes a chunk that is not the last
 _GARBAGE = b"<html><body>502 Bad Gateway (simulated garbage)</body></html>\n{not json"
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-
-
-@dataclass(frozen=True, slots=True)
-class ReceivedRequest:
-    """A request as the simulator saw it; header names are lower-cased."""
-
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any]
-
-
-class _BadRequest(Exception):
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message, self.param = message, param
-
-
-def _error(status: int, message: str, type_: str, code: str, param: str | None) -> web.Response:
-    body = {"error": {"message": message, "type": type_, "code": code, "param": param}}
-    return web.Response(status=status, body=orjson.dumps(body), content_type=_JSON)
-
-
-def _simulated_error(profile: ModelProfile) -> web.Response:
-    status = profile.error_status
-    if status == 429:
-        type_, code = "rate_limit_error", "rate_limit_exceeded"
-    else:
-        type_, code = ("server_error" if status >= 500 else "invalid_request_error"), "simulated"
-    resp = _error(status, f"simulated upstream error ({status})", type_, code, None)
-    if profile.retry_after is not None:
-        # Retry-After only takes whole seconds; OpenAI clients prefer the finer retry-after-ms.
-        resp.headers["Retry-After"] = str(math.ceil(profile.retry_after))
-        resp.headers["retry-after-ms"] = str(round(profile.retry_after * 1000))
-    return resp
-
-
-def _text_of(content: object) -> str:
-    """Text of a message ``content``: a string or a list of parts (only text parts count)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(
-            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
-        )
-    return ""
-
-
-def _max_tokens(body: Mapping[str, Any]) -> int | None:
-    for key in ("max_completion_tokens", "max_tokens"):
-        value = body.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise _BadRequest(f"'{key}' must be a non-negative integer", key)
-        return value
-    return None
-
-
-def _inputs(value: object, param: str) -> list[tuple[str, int, bytes]]:
-    """(text, token count, hash key) per item of a ``prompt``/``input``: a string, a list
-    of strings, a token id list or a list of those. Token ids have no text."""
-    if isinstance(value, str):
-        return [(value, len(value.split()), value.encode())]
-    if isinstance(value, list) and value:
-        if all(isinstance(v, str) for v in value):
-            return [(v, len(v.split()), v.encode()) for v in value]
-        if all(isinstance(v, int) for v in value):
-            return [("", len(value), orjson.dumps(value))]
-        if all(isinstance(v, list) and all(isinstance(t, int) for t in v) for v in value):
-            return [("", len(v), orjson.dumps(v)) for v in value]
-    raise _BadRequest(f"'{param}' must be a string, a list of strings or token id lists", param)
-
-
-@dataclass(frozen=True, slots=True)
-class _Rendered:
-    content: str
-    n_words: int
-    finish_reason: Literal["stop", "length"]
-    chunks: tuple[tuple[int, bytes], ...]  # (words, JSON-encoded text) per streamed chunk
-
-
-def _render(
-    profile: ModelProfile, model: str, user: str, system: str, max_tokens: int | None
-) -> _Rendered:
-    answer = profile.render_answer(
-        model, last_user_message=user, system_prompt=system, max_tokens=max_tokens
-    )
-    words, size = answer.words, profile.words_per_chunk
-    groups = [words[i : i + size] for i in range(0, len(words), size)]
-    texts = [(" " if i else "") + " ".join(g) for i, g in enumerate(groups)]
-    chunks = tuple((len(g), orjson.dumps(t)) for g, t in zip(groups, texts, strict=True))
-    return _Rendered("".join(texts), len(words), answer.finish_reason, chunks)
-
-
-# Benchmarks send the same few models over and over; a static answer renders once.
-_static_answer = lru_cache(maxsize=4096)(_render)
-
-
-@lru_cache(maxsize=4096)
-def _embedding(key: bytes, dims: int) -> tuple[float, ...]:
-    raw = hashlib.shake_256(key).digest(4 * dims)
-    values = [v / 2147483648.0 - 1.0 for v in struct.unpack(f"<{dims}I", raw)]
-    norm = math.sqrt(sum(v * v for v in values)) or 1.0
-    return tuple(v / norm for v in values)
 
 
 class _Simulator:
@@ -160,7 +64,7 @@ class _Simulator:
             body = None
         self._record(request, body if isinstance(body, dict) else {})
         if not isinstance(body, dict):
-            raise _BadRequest("request body must be a JSON object")
+            raise BadRequest("request body must be a JSON object")
         return body
 
     def _record(self, request: web.Request, body: dict[str, Any]) -> None:
@@ -170,7 +74,7 @@ class _Simulator:
     def _profile(self, body: Mapping[str, Any]) -> tuple[str, ModelProfile]:
         model = body.get("model")
         if not isinstance(model, str) or not model:
-            raise _BadRequest("'model' must be a non-empty string", "model")
+            raise BadRequest("'model' must be a non-empty string", "model")
         return model, self.profiles.get(model, self.default)
 
     async def _before_answer(
@@ -185,7 +89,7 @@ class _Simulator:
             if seconds > 0:
                 await asyncio.sleep(seconds)
         if fault is Fault.ERROR:
-            return fault, _simulated_error(profile)
+            return fault, simulated_error(profile)
         if fault is Fault.GARBAGE:
             return fault, web.Response(body=_GARBAGE, content_type=_JSON)
         return fault, None
@@ -194,8 +98,8 @@ class _Simulator:
         body = await self._read(request)
         messages = body.get("messages")
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-            raise _BadRequest("'messages' must be a list of message objects", "messages")
-        texts = [(m.get("role"), _text_of(m.get("content"))) for m in messages]
+            raise BadRequest("'messages' must be a list of message objects", "messages")
+        texts = [(m.get("role"), text_of(m.get("content"))) for m in messages]
         last_user = next((t for r, t in reversed(texts) if r == "user"), "")
         system = "\n".join(t for r, t in texts if r in ("system", "developer"))
         prompt_tokens = sum(len(t.split()) for _, t in texts)
@@ -203,7 +107,7 @@ class _Simulator:
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         body = await self._read(request)
-        prompts = _inputs(body.get("prompt", ""), "prompt")
+        prompts = parse_inputs(body.get("prompt", ""), "prompt")
         prompt_tokens = sum(n for _, n, _ in prompts)
         return await self._complete(
             request, body, [(p, "") for p, _, _ in prompts], prompt_tokens, chat=False
@@ -220,12 +124,12 @@ class _Simulator:
     ) -> web.StreamResponse:
         """Shared by chat and legacy completions: one choice per (user text, system prompt)."""
         model, profile = self._profile(body)
-        max_tokens = _max_tokens(body)
+        max_tokens = max_tokens_of(body)
         stream = body.get("stream") is True
         fault, replaced = await self._before_answer(request, profile, stream=stream)
         if replaced is not None:
             return replaced
-        render = _static_answer if profile.answer_is_static else _render
+        render = static_answer if profile.answer_is_static else render_answer
         if profile.answer_is_static:
             prompts = [("", "")] * len(prompts)  # so that the cache key ignores the prompt
         rendered = [render(profile, model, user, sys, max_tokens) for user, sys in prompts]
@@ -290,19 +194,19 @@ class _Simulator:
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
         body = await self._read(request)
         model, profile = self._profile(body)
-        items = _inputs(body.get("input"), "input")
+        items = parse_inputs(body.get("input"), "input")
         dims = body.get("dimensions", profile.embedding_dimensions)
         if not isinstance(dims, int) or isinstance(dims, bool) or dims < 1:
-            raise _BadRequest("'dimensions' must be a positive integer", "dimensions")
+            raise BadRequest("'dimensions' must be a positive integer", "dimensions")
         encoding = body.get("encoding_format", "float")
         if encoding not in ("float", "base64"):
-            raise _BadRequest("'encoding_format' must be 'float' or 'base64'", "encoding_format")
+            raise BadRequest("'encoding_format' must be 'float' or 'base64'", "encoding_format")
         _, replaced = await self._before_answer(request, profile, stream=False)
         if replaced is not None:
             return replaced
         data = []
         for index, (_, _, key) in enumerate(items):
-            vector: Any = _embedding(key, dims)
+            vector: Any = embedding_of(key, dims)
             if encoding == "base64":  # what the openai client asks for: packed float32
                 vector = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode()
             data.append({"object": "embedding", "index": index, "embedding": vector})
@@ -399,8 +303,10 @@ def _middleware(sim: _Simulator) -> Any:
         sim.inflight.add(task)
         try:
             response: web.StreamResponse = await handler(request)
-        except _BadRequest as e:
-            return _error(400, e.message, "invalid_request_error", "invalid_request", e.param)
+        except BadRequest as e:
+            return error_response(
+                400, e.message, "invalid_request_error", "invalid_request", e.param
+            )
         finally:
             sim.inflight.discard(task)
         return response
