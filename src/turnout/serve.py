@@ -85,6 +85,10 @@ class ServingState:
                 queue_limit=settings.queue_limit,
                 max_age_seconds=settings.max_age_hours * 3600,
                 max_rows=settings.max_rows,
+                # Fewer, larger transactions: less writer CPU per row, and feedback
+                # lookups wait for the flush anyway.
+                batch_size=2000,
+                flush_interval=0.25,
             )
             log.start()
         feedback = FeedbackService(FeedbackStore(path), log, snapshot)

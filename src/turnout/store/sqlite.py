@@ -122,6 +122,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE TABLE route_locks (route TEXT PRIMARY KEY, actor TEXT, reason TEXT, ts REAL)",
         ),
     ),
+    Migration(
+        3,
+        "request log: one index fewer",
+        (
+            # Every index is paid for on each of the many inserts; recent(route) is a
+            # debugging read that can scan the ts index and filter instead.
+            "DROP INDEX IF EXISTS request_log_route_ts",
+        ),
+    ),
 )
 
 
