@@ -31,7 +31,15 @@ COLUMNS = (
     " input_tokens, output_tokens, cost_usd, key_hash, stream, attempts,"
     " request_body, response_body"
 )
-INSERT = f"INSERT INTO request_log ({COLUMNS}) VALUES ({', '.join('?' * 17)})"
+_ROW = f"({', '.join('?' * 17)})"
+INSERT = f"INSERT INTO request_log ({COLUMNS}) VALUES {_ROW}"
+
+
+def multi_insert(rows: int) -> str:
+    """An INSERT of ``rows`` rows at once."""
+    return f"INSERT INTO request_log ({COLUMNS}) VALUES {', '.join([_ROW] * rows)}"
+
+
 _SECRET_KEY = "key_secret"
 
 
