@@ -195,3 +195,19 @@ async def test_client_disconnect_closes_upstream_stream() -> None:
 async def still_serving_any(gw: Running) -> None:
     async with gw.http.get(f"{gw.url}/healthz") as resp:
         assert resp.status == 200
+
+
+async def test_an_unexpected_failure_is_a_json_500_and_the_server_goes_on(gw: Running) -> None:
+    original = gw.gateway.pipeline.proxy
+
+    async def broken(request: Any, endpoint: str) -> Any:
+        raise RuntimeError("boom")
+
+    gw.gateway.pipeline.proxy = broken  # type: ignore[method-assign]
+    try:
+        status, _, body = await gw.post("/v1/embeddings", {"model": "x", "input": "a"})
+        assert status == 500 and body["error"]["code"] == "internal_error"
+        assert "boom" not in body["error"]["message"]  # internals stay in the log
+    finally:
+        gw.gateway.pipeline.proxy = original  # type: ignore[method-assign]
+    await still_serving(gw)

@@ -7,6 +7,7 @@ unknown path or method still gets an OpenAI-style JSON error.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from turnout.gateway.transport import AiohttpTransport, Transport
 from turnout.observe.observer import Observer
 from turnout.snapshot import Snapshot
 
+log = logging.getLogger(__name__)
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 FEEDBACK_MAX_BYTES = 64 * 1024
 
@@ -112,6 +114,10 @@ async def start_http(
             return await handler(request)
         except GatewayError as exc:
             return error_response(exc, {})
+        except Exception:
+            # A bug of ours must still answer in the API's own error shape, and be seen.
+            log.exception("unexpected error serving %s %s", request.method, request.path)
+            return error_response(GatewayError("internal error in the gateway"), {})
 
     server = web.Server(guarded, handler_cancellation=True)
     runner = web.ServerRunner(server, handle_signals=False, access_log=None)
