@@ -91,10 +91,8 @@ def add_config_routes(app: web.Application, plane: ControlPlane) -> None:
         if not isinstance(document, dict):
             raise InvalidRequest('send {"config": {...}, "reason": "..."}', param="config")
         author, reason = _who(request, body)
-        try:
-            outcome = await plane.apply(document, author=author, reason=reason)
-        except ConfigError as exc:
-            return config_error_response(exc)
+        # A refused config (ConfigError) becomes a 422 in the admin app's middleware.
+        outcome = await plane.apply(document, author=author, reason=reason)
         return _json(_outcome(outcome))
 
     async def put_weights(request: web.Request) -> web.Response:
@@ -103,12 +101,9 @@ def add_config_routes(app: web.Application, plane: ControlPlane) -> None:
         if not isinstance(weights, dict) or not weights:
             raise InvalidRequest('send {"weights": {"variant": percent, ...}}', param="weights")
         author, reason = _who(request, body)
-        try:
-            outcome = await plane.set_weights(
-                request.match_info["route"], weights, author=author, reason=reason
-            )
-        except ConfigError as exc:
-            return config_error_response(exc)
+        outcome = await plane.set_weights(
+            request.match_info["route"], weights, author=author, reason=reason
+        )
         return _json(_outcome(outcome))
 
     async def promote(request: web.Request) -> web.Response:
@@ -128,12 +123,9 @@ def add_config_routes(app: web.Application, plane: ControlPlane) -> None:
         if to is not None and (not isinstance(to, int) or isinstance(to, bool)):
             raise InvalidRequest("to must be a version number", param="to")
         author, reason = _who(request, body)
-        try:
-            outcome = await plane.rollback(
-                to, author=author, reason=reason, force=body.get("force") is True
-            )
-        except ConfigError as exc:  # an old version whose secret is gone now
-            return config_error_response(exc)
+        outcome = await plane.rollback(
+            to, author=author, reason=reason, force=body.get("force") is True
+        )
         return _json(_outcome(outcome))
 
     async def versions(request: web.Request) -> web.Response:
