@@ -32,6 +32,7 @@ from turnout.serve import (
     Addresses,
     ServingState,
     run,
+    settle_heap,
     start_admin,
     store_path,
     wait_for_stop_signal,
@@ -70,6 +71,7 @@ async def _serve_worker(
         return {"error": f"unknown op {op!r}"}
 
     link = asyncio.create_task(serve_supervisor(hub_path, answer))
+    settle_heap()
     print(f"turnout worker on http://{host}:{server.port}/v1 (pid {os.getpid()})", flush=True)
     try:
         await wait_for_stop_signal()
