@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from turnout.gateway.server import Gateway, serve_gateway
 from turnout.observe.metrics import Registry
 from turnout.observe.observer import Observer
 from turnout.observe.tracing import open_spans
+from turnout.resilience import HealthBook
 from turnout.snapshot import Snapshot, build_snapshot
 from turnout.store.configs import ConfigStore
 from turnout.store.feedback import FeedbackStore
@@ -85,6 +86,7 @@ class ServingState:
     observer: Observer
     log: RequestLog | None
     feedback: FeedbackService
+    health: HealthBook = field(default_factory=HealthBook)  # upstream ejection, this process
 
     @classmethod
     def open(cls, config: Config, base_dir: Path, snapshot: Callable[[], Snapshot]) -> ServingState:
@@ -178,11 +180,16 @@ async def start_one(
     snapshot = await plane.bootstrap(config, source=source, prefer_file=prefer_file)
     state = ServingState.open(snapshot.config, base_dir, lambda: gateway.snapshot)
     gateway, server = await serve_gateway(
-        snapshot, host=at.host, port=at.port, observer=state.observer, feedback=state.feedback
+        snapshot,
+        host=at.host,
+        port=at.port,
+        observer=state.observer,
+        feedback=state.feedback,
+        health=state.health,
     )
     ctx = AdminContext(
         snapshot=lambda: gateway.snapshot,
-        stats=LocalStats(state.observer.registry, state.log_counters),
+        stats=LocalStats(state.observer.registry, state.log_counters, state.health),
         token=admin_token(),
         feedback_summaries=state.feedback.summaries,
         record_feedback=state.feedback.record,

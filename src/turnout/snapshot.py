@@ -22,6 +22,8 @@ from yarl import URL
 
 from turnout.config.model import Config, Upstream
 from turnout.exceptions import ConfigError, FieldError
+from turnout.resilience.chains import RoutePolicy, compile_policy, ejection_policy
+from turnout.resilience.ejection import EjectionPolicy
 from turnout.routing import Router
 
 # The OpenAI endpoints the gateway proxies, relative to an upstream's base URL.
@@ -42,6 +44,7 @@ class UpstreamTarget:
     total_timeout: float
     labels: Mapping[str, str]
     stream_usage: bool
+    ejection: EjectionPolicy
 
 
 Redactor = Callable[[str, Any], Any]
@@ -64,6 +67,7 @@ class Snapshot:
     # model -> nano-dollars per input token, per output token
     prices: Mapping[str, tuple[float, float]]
     body_sampling: Mapping[str, BodySampler]  # by route name; absent = never
+    policies: Mapping[str, RoutePolicy]  # by route name: fallback chains, retries
     version_text: str  # the x-turnout-config-version header, rendered once
 
     def with_version(self, version: int) -> Snapshot:
@@ -118,6 +122,7 @@ def _target(up: Upstream, index: int, env: Mapping[str, str], base_dir: Path) ->
         total_timeout=t.total,
         labels=MappingProxyType(dict(up.labels)),
         stream_usage=up.stream_usage,
+        ejection=ejection_policy(up),
     )
 
 
@@ -193,5 +198,6 @@ def build_snapshot(
             {m: (p.input * 1000, p.output * 1000) for m, p in config.prices.items()}
         ),
         body_sampling=MappingProxyType(samplers),
+        policies=MappingProxyType({r.name: compile_policy(r, targets) for r in config.routes}),
         version_text=str(version),
     )

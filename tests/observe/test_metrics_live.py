@@ -30,6 +30,9 @@ def single_variant_config(url: str) -> dict[str, Any]:
     config = split_config(url)
     config["routes"][0]["variants"] = [{"name": "only", "upstream": "sim", "model": "m"}]
     config["prices"] = {"m": {"input": 3.0, "output": 15.0}}
+    # Known error rates must reach the client as they are: no retries, no ejection.
+    config["routes"][0]["retry"] = {"max_retries": 0}
+    config["upstreams"][0]["ejection"] = {"enabled": False}
     return config
 
 

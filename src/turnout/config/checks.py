@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from turnout.config.model import Config, Route
+from turnout.config.resilience import names as names_of
 from turnout.exceptions import FieldError
 
 WEIGHT_STEP = 0.01  # one bucket of 10,000 is 0.01 percent
 
 
 def semantic_errors(config: Config) -> list[FieldError]:
-    return [*_unique_names(config), *_route_errors(config)]
+    return [*_unique_names(config), *_route_errors(config), *_region_errors(config)]
 
 
 def _unique_names(config: Config) -> Iterator[FieldError]:
@@ -42,16 +43,35 @@ def _route_errors(config: Config) -> Iterator[FieldError]:
         yield from _variant_errors(route, where, upstreams)
 
 
+def _unknown(names: tuple[str, ...], where: str, upstreams: set[str]) -> Iterator[FieldError]:
+    for name in names:
+        if name not in upstreams:
+            yield FieldError(where, f"unknown upstream {name!r}; known: {sorted(upstreams)}")
+
+
+def _region_errors(config: Config) -> Iterator[FieldError]:
+    regions = {u.labels["region"] for u in config.upstreams if "region" in u.labels}
+    for i, route in enumerate(config.routes):
+        if route.region is None:
+            continue
+        for k, region in enumerate(route.region.order):
+            if region not in regions:
+                yield FieldError(
+                    f"routes[{i}].region.order[{k}]",
+                    f"no upstream has the region label {region!r}; labelled: {sorted(regions)}",
+                )
+
+
 def _variant_errors(route: Route, where: str, upstreams: set[str]) -> Iterator[FieldError]:
     names: set[str] = set()
     for j, v in enumerate(route.variants):
         if v.name in names:
             yield FieldError(f"{where}.variants[{j}].name", f"duplicate variant name {v.name!r}")
         names.add(v.name)
-        if v.upstream not in upstreams:
-            yield FieldError(
-                f"{where}.variants[{j}].upstream",
-                f"unknown upstream {v.upstream!r}; known: {sorted(upstreams)}",
+        yield from _unknown(v.upstreams, f"{where}.variants[{j}].upstream", upstreams)
+        for k, step in enumerate(v.fallbacks):
+            yield from _unknown(
+                names_of(step.upstream), f"{where}.variants[{j}].fallbacks[{k}].upstream", upstreams
             )
     weights = [v.weight for v in route.variants]
     if len(weights) == 1 and weights[0] is None:

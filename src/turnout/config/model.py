@@ -9,25 +9,30 @@ reports them all at once with their paths.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from turnout.config.attributes import parse_attr, parse_template
+from turnout.config.base import Name, Strict
+from turnout.config.resilience import (
+    ALL_FAILURES,
+    Ejection,
+    FailureClass,
+    Fallback,
+    Region,
+    Retry,
+    RouteTimeouts,
+    Upstreams,
+    names,
+    not_reserved,
+    upstream_list,
+)
 
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
 Scalar = str | int | float | bool
 
-# Body fields a variant may not set through `params`: they carry the request itself
-# or have their own, more specific setting.
-RESERVED_PARAMS = frozenset({"model", "messages", "prompt", "input", "stream"})
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Timeouts(_Strict):
+class Timeouts(Strict):
     """Seconds. ``first_byte`` bounds the wait for response headers; ``idle`` the wait
     for each read of the body after them (each stream chunk; a whole non-streamed body)."""
 
@@ -37,7 +42,7 @@ class Timeouts(_Strict):
     total: float = Field(600.0, gt=0)
 
 
-class Upstream(_Strict):
+class Upstream(Strict):
     name: Name
     base_url: str = Field(description="OpenAI-compatible base URL, e.g. https://api.openai.com/v1")
     api_key_env: str | None = Field(None, description="environment variable holding the API key")
@@ -49,6 +54,7 @@ class Upstream(_Strict):
         description="ask for token usage in a stream's final chunk (stream_options.include_usage);"
         " turn off for upstreams that refuse the option",
     )
+    ejection: Ejection = Ejection()
 
     @field_validator("base_url")
     @classmethod
@@ -68,7 +74,7 @@ _COMBINATORS = ("all", "any", "not_")
 _OPERATORS = ("equals", "in_", "prefix", "regex", "exists", "gt", "gte", "lt", "lte")
 
 
-class Match(_Strict):
+class Match(Strict):
     """Either a combinator (``all``, ``any``, ``not``) or one condition on ``attr``."""
 
     all: list[Match] | None = None
@@ -111,7 +117,7 @@ class Match(_Strict):
         return self
 
 
-class Sticky(_Strict):
+class Sticky(Strict):
     """Which attribute is hashed to assign a variant, and what to do without it."""
 
     key: str = "header:x-user-id"
@@ -136,7 +142,7 @@ class Sticky(_Strict):
         return v
 
 
-class SystemPrompt(_Strict):
+class SystemPrompt(Strict):
     """Replace, prepend to or append to the system prompt (chat requests only)."""
 
     mode: Literal["replace", "prepend", "append"] = "replace"
@@ -149,9 +155,12 @@ class SystemPrompt(_Strict):
         return v
 
 
-class Variant(_Strict):
+class Variant(Strict):
     name: Name
-    upstream: Name
+    upstream: Upstreams = Field(
+        description="an upstream, or equivalent upstreams in several regions (tried in the"
+        " route's region order)"
+    )
     weight: float | None = Field(
         None, ge=0, le=100, description="percent, in steps of 0.01; all of a route's add to 100"
     )
@@ -160,17 +169,30 @@ class Variant(_Strict):
         default_factory=dict, description="body fields set on every request, e.g. temperature"
     )
     system_prompt: SystemPrompt | None = None
+    fallbacks: list[Fallback] = Field(
+        default_factory=list, description="tried in order when the upstream(s) above fail"
+    )
+    fallback_on: list[FailureClass] = Field(
+        default_factory=lambda: list(ALL_FAILURES),
+        description="failure classes that move on to the next upstream of the chain",
+    )
 
     @field_validator("params")
     @classmethod
     def _not_reserved(cls, v: dict[str, Any]) -> dict[str, Any]:
-        bad = sorted(RESERVED_PARAMS.intersection(v))
-        if bad:
-            raise ValueError(f"{bad} cannot be set through params (use `model` for the model)")
-        return v
+        return not_reserved(v)
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstreams(cls, v: Upstreams) -> Upstreams:
+        return upstream_list(v)
+
+    @property
+    def upstreams(self) -> tuple[str, ...]:
+        return names(self.upstream)
 
 
-class BodySampling(_Strict):
+class BodySampling(Strict):
     """Store some requests' and responses' bodies in the request log, redacted."""
 
     sample_rate: float = Field(
@@ -184,7 +206,7 @@ class BodySampling(_Strict):
     )
 
 
-class Route(_Strict):
+class Route(Strict):
     name: Name
     match: Match | None = Field(None, description="absent: the route matches every request")
     sticky: Sticky = Sticky()
@@ -196,6 +218,15 @@ class Route(_Strict):
     )
     variants: list[Variant] = Field(min_length=1)
     log_bodies: BodySampling | None = None
+    timeouts: RouteTimeouts = RouteTimeouts()
+    deadline: float | None = Field(
+        None,
+        gt=0,
+        description="seconds for all attempts of a request until its response starts;"
+        " no retry or fallback begins after it",
+    )
+    retry: Retry = Retry()
+    region: Region | None = Field(None, description="prefer upstreams in the request's region")
 
     @field_validator("salt")
     @classmethod
@@ -205,26 +236,26 @@ class Route(_Strict):
         return v
 
 
-class GatewaySettings(_Strict):
+class GatewaySettings(Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
 
 
-class Price(_Strict):
+class Price(Strict):
     """USD per million tokens."""
 
     input: float = Field(ge=0)
     output: float = Field(ge=0)
 
 
-class StoreSettings(_Strict):
+class StoreSettings(Strict):
     path: str = Field(
         "turnout.db", description="SQLite file; relative paths are relative to the config file"
     )
 
 
-class TracingSettings(_Strict):
+class TracingSettings(Strict):
     """OpenTelemetry traces, one span per request (GenAI semantic conventions)."""
 
     enabled: bool = False
@@ -238,23 +269,23 @@ class TracingSettings(_Strict):
     service_name: str = "turnout"
 
 
-class MetricsSettings(_Strict):
+class MetricsSettings(Strict):
     enabled: bool = Field(True, description="per-variant metrics; off only to measure their cost")
 
 
-class RequestLogSettings(_Strict):
+class RequestLogSettings(Strict):
     enabled: bool = True
     max_age_hours: float = Field(168.0, gt=0)
     max_rows: int = Field(1_000_000, gt=0)
     queue_limit: int = Field(10_000, gt=0, description="entries waiting to be written; more drop")
 
 
-class AdminSettings(_Strict):
+class AdminSettings(Strict):
     host: str = "127.0.0.1"
     port: int = Field(8081, ge=0, le=65535)
 
 
-class Config(_Strict):
+class Config(Strict):
     """A whole turnout config. ``version`` is the schema version of this file format."""
 
     version: Literal[1] = 1

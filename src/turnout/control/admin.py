@@ -26,6 +26,7 @@ from turnout.gateway.errors import error_body
 from turnout.observe.metrics import Merged, Registry
 from turnout.observe.prometheus import CONTENT_TYPE, render
 from turnout.observe.views import stats_document, window_name
+from turnout.resilience import HealthBook
 from turnout.snapshot import Snapshot
 
 PROMETHEUS_WINDOW = "300s"  # quantiles in /metrics cover the last five minutes
@@ -38,11 +39,17 @@ class StatsSource(Protocol):
 
 
 def process_export(
-    registry: Registry, window: str, log_counters: dict[str, int] | None
+    registry: Registry,
+    window: str,
+    log_counters: dict[str, int] | None,
+    health: HealthBook | None = None,
 ) -> dict[str, Any]:
-    """What one process contributes to a stats call: its metrics and its log counters."""
-    export = registry.export(window, perf_counter())
+    """What one process contributes to a stats call: its metrics, its log counters
+    and the ejection state of its upstreams."""
+    now = perf_counter()
+    export = registry.export(window, now)
     export["request_log"] = log_counters or {}
+    export["upstream_health"] = health.view(now) if health is not None else {}
     return export
 
 
@@ -50,14 +57,18 @@ class LocalStats:
     """The numbers of this very process (one worker serving and administering)."""
 
     def __init__(
-        self, registry: Registry, log_counters: Callable[[], dict[str, int]] | None = None
+        self,
+        registry: Registry,
+        log_counters: Callable[[], dict[str, int]] | None = None,
+        health: HealthBook | None = None,
     ) -> None:
         self.registry = registry
         self.log_counters = log_counters
+        self.health = health
 
     async def exports(self, window: str) -> list[dict[str, Any]]:
         counters = self.log_counters() if self.log_counters else None
-        return [process_export(self.registry, window, counters)]
+        return [process_export(self.registry, window, counters, self.health)]
 
 
 FeedbackSummaries = Callable[[float | None], Awaitable[list[Any]]]

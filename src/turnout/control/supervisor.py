@@ -56,12 +56,15 @@ async def _serve_worker(
         reuse_port=True,
         observer=state.observer,
         feedback=state.feedback,
+        health=state.health,
     )
 
     async def answer(msg: dict[str, Any]) -> Any:
         op = msg.get("op")
         if op == "stats":
-            return process_export(state.observer.registry, msg["window"], state.log_counters())
+            return process_export(
+                state.observer.registry, msg["window"], state.log_counters(), state.health
+            )
         if op == "config":
             version = int(msg["version"])
             if version > gateway.snapshot.version:

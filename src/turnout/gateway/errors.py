@@ -17,10 +17,12 @@ def error_body(message: str, type_: str, code: str, param: str | None = None) ->
 
 
 def error_response(exc: GatewayError, headers: Mapping[str, str]) -> web.Response:
+    """The error as the client gets it. ``x-should-retry: false`` because the gateway
+    has done whatever retrying the route allows (docs/resilience.md)."""
     return web.Response(
         status=exc.status,
         body=error_body(exc.message, exc.type, exc.code, exc.param),
-        headers=headers,
+        headers={**headers, "x-should-retry": "false"},
         content_type="application/json",
     )
 

@@ -21,6 +21,7 @@ from turnout.gateway.feedback import FeedbackService
 from turnout.gateway.pipeline import Pipeline, parse_body, read_body
 from turnout.gateway.transport import AiohttpTransport, Transport
 from turnout.observe.observer import Observer
+from turnout.resilience import HealthBook
 from turnout.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,13 @@ class Gateway:
         transport: Transport | None = None,
         observer: Observer | None = None,
         feedback: FeedbackService | None = None,
+        health: HealthBook | None = None,
     ) -> None:
         self.observer = observer if observer is not None else Observer()
         self.feedback = feedback
-        self.pipeline = Pipeline(snapshot, transport or AiohttpTransport(), self.observer)
+        self.pipeline = Pipeline(
+            snapshot, transport or AiohttpTransport(), self.observer, health or HealthBook()
+        )
         p = self.pipeline
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): lambda r: p.proxy(r, "chat/completions"),
@@ -138,8 +142,9 @@ async def serve_gateway(
     reuse_port: bool = False,
     observer: Observer | None = None,
     feedback: FeedbackService | None = None,
+    health: HealthBook | None = None,
 ) -> tuple[Gateway, RunningServer]:
-    gateway = Gateway(snapshot, observer=observer, feedback=feedback)
+    gateway = Gateway(snapshot, observer=observer, feedback=feedback, health=health)
     cfg = snapshot.config.gateway
     server = await start_http(
         gateway.handle,

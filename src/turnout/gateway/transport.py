@@ -29,8 +29,13 @@ class UpstreamResponse(Protocol):
 
 
 class Transport(Protocol):
-    async def send(self, target: UpstreamTarget, endpoint: str, body: bytes) -> UpstreamResponse:
-        """POST ``body`` to the target's endpoint; returns once the headers arrived."""
+    async def send(
+        self, target: UpstreamTarget, endpoint: str, body: bytes, first_byte: float
+    ) -> UpstreamResponse:
+        """POST ``body`` to the target's endpoint; returns once the headers arrived.
+        ``first_byte`` (seconds, at most the target's own limit, less when the
+        request's deadline is near) bounds the wait for the headers and, for
+        streams, for the first chunk after them."""
         ...
 
     async def close(self) -> None: ...
@@ -43,11 +48,14 @@ def _translate(exc: BaseException, target: UpstreamTarget) -> UpstreamFailed | U
 
 
 class _AiohttpResponse:
-    __slots__ = ("_resp", "_target", "content_type", "headers", "status")
+    __slots__ = ("_first_by", "_resp", "_target", "content_type", "headers", "status")
 
-    def __init__(self, resp: aiohttp.ClientResponse, target: UpstreamTarget) -> None:
+    def __init__(
+        self, resp: aiohttp.ClientResponse, target: UpstreamTarget, first_by: float
+    ) -> None:
         self._resp = resp
         self._target = target
+        self._first_by = first_by  # loop time by which the first chunk must arrive
         self.status = resp.status
         self.content_type = resp.content_type
         self.headers: Mapping[str, str] = resp.headers
@@ -64,13 +72,18 @@ class _AiohttpResponse:
     async def chunks(self) -> AsyncIterator[bytes]:
         # One timeout object re-armed before each read: the idle limit covers the
         # wait on the upstream only, not the time the client takes to accept a chunk.
+        # The first chunk is the first token: it is due by the first-byte limit.
         loop = asyncio.get_running_loop()
         idle = self._target.idle_timeout
         reader = self._resp.content.iter_any().__aiter__()
+        first = True
         try:
             async with asyncio.timeout(None) as deadline:
                 while True:
-                    deadline.reschedule(loop.time() + idle)
+                    due = loop.time() + idle
+                    if first:
+                        due, first = min(due, self._first_by), False
+                    deadline.reschedule(due)
                     try:
                         chunk = await reader.__anext__()
                     except StopAsyncIteration:
@@ -113,9 +126,12 @@ class AiohttpTransport:
             self._timeouts[key] = timeout
         return timeout
 
-    async def send(self, target: UpstreamTarget, endpoint: str, body: bytes) -> UpstreamResponse:
+    async def send(
+        self, target: UpstreamTarget, endpoint: str, body: bytes, first_byte: float
+    ) -> UpstreamResponse:
+        first_by = asyncio.get_running_loop().time() + first_byte
         try:
-            async with asyncio.timeout(target.first_byte_timeout):
+            async with asyncio.timeout_at(first_by):
                 resp = await self._client().post(
                     target.urls[endpoint],
                     data=body,
@@ -124,7 +140,7 @@ class AiohttpTransport:
                 )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise _translate(exc, target) from None
-        return _AiohttpResponse(resp, target)
+        return _AiohttpResponse(resp, target, first_by)
 
     async def close(self) -> None:
         if self._session is not None:

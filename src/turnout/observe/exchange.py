@@ -63,6 +63,9 @@ class Exchange:
     end: float = 0.0
     input_tokens: int | None = None
     output_tokens: int | None = None
+    attempts: int = 0  # calls to upstreams: 1 + retries + fallbacks
+    retries: int = 0  # calls repeated on the same upstream
+    fallbacks: int = 0  # moves to the next upstream of the variant's chain
     request_body: bytes | None = None  # only when body sampling picked this request
     response_body: bytes | None = None
 

@@ -25,13 +25,16 @@ class SeriesStats:
     """Counters and sketches of one series in one slot; mergeable exactly."""
 
     __slots__ = (
+        "absorbed",
         "cost_nano",
         "errors",
+        "fallbacks",
         "input_tokens",
         "latency",
         "output_tokens",
         "overhead",
         "requests",
+        "retries",
         "tps",
         "ttft",
     )
@@ -39,6 +42,10 @@ class SeriesStats:
     def __init__(self) -> None:
         self.requests = 0
         self.errors = [0] * len(ERROR_CLASSES)
+        # Failed attempts a retry or fallback hid from the client, by class.
+        self.absorbed = [0] * len(ERROR_CLASSES)
+        self.retries = 0
+        self.fallbacks = 0
         self.latency = DDSketch()
         self.overhead = DDSketch()
         self.ttft = DDSketch()
@@ -67,11 +74,26 @@ class SeriesStats:
             if gen:
                 self.tps.add(x.output_tokens / gen)
         self.cost_nano += cost_nano
+        if x.attempts > 1:
+            self.retries += x.retries
+            self.fallbacks += x.fallbacks
+
+    def fail_attempt(self, error_class: str) -> None:
+        """An upstream's attempt that failed and was retried elsewhere or again."""
+        self.requests += 1
+        self.errors[ERROR_INDEX[error_class]] += 1
+
+    def absorb(self, error_class: str) -> None:
+        self.absorbed[ERROR_INDEX[error_class]] += 1
 
     def merge(self, other: SeriesStats, /) -> None:
         self.requests += other.requests
         for i, n in enumerate(other.errors):
             self.errors[i] += n
+        for i, n in enumerate(other.absorbed):
+            self.absorbed[i] += n
+        self.retries += other.retries
+        self.fallbacks += other.fallbacks
         self.latency.merge(other.latency)
         self.overhead.merge(other.overhead)
         self.ttft.merge(other.ttft)
@@ -82,7 +104,9 @@ class SeriesStats:
 
     def clear(self) -> None:
         self.requests = self.input_tokens = self.output_tokens = self.cost_nano = 0
+        self.retries = self.fallbacks = 0
         self.errors[:] = [0] * len(ERROR_CLASSES)
+        self.absorbed[:] = [0] * len(ERROR_CLASSES)
         for sketch in (self.latency, self.overhead, self.ttft, self.tps):
             sketch.clear()
 
@@ -90,6 +114,9 @@ class SeriesStats:
         return {
             "requests": self.requests,
             "errors": list(self.errors),
+            "absorbed": list(self.absorbed),
+            "retries": self.retries,
+            "fallbacks": self.fallbacks,
             "latency": self.latency.to_dict(),
             "overhead": self.overhead.to_dict(),
             "ttft": self.ttft.to_dict(),
@@ -104,6 +131,9 @@ class SeriesStats:
         s = cls()
         s.requests = int(data["requests"])
         s.errors = [int(n) for n in data["errors"]]
+        s.absorbed = [int(n) for n in data.get("absorbed", s.absorbed)]
+        s.retries = int(data.get("retries", 0))
+        s.fallbacks = int(data.get("fallbacks", 0))
         s.latency = DDSketch.from_dict(data["latency"])
         s.overhead = DDSketch.from_dict(data["overhead"])
         s.ttft = DDSketch.from_dict(data["ttft"])
@@ -123,6 +153,9 @@ class SeriesStats:
             "in_flight": in_flight,
             "errors": dict(zip(ERROR_CLASSES, self.errors, strict=True)),
             "error_rate": sum(self.errors) / n if n else 0.0,
+            "absorbed_errors": dict(zip(ERROR_CLASSES, self.absorbed, strict=True)),
+            "retries": self.retries,
+            "fallbacks": self.fallbacks,
             "latency_ms": _percentiles(self.latency, 1000.0),
             "overhead_ms": _percentiles(self.overhead, 1000.0),
             "ttft_ms": _percentiles(self.ttft, 1000.0),
@@ -189,6 +222,12 @@ class Series:
     def record(self, x: Exchange, cost_nano: int, now: float) -> None:
         self._roll(now).record(x, cost_nano)
 
+    def fail_attempt(self, error_class: str, now: float) -> None:
+        self._roll(now).fail_attempt(error_class)
+
+    def absorb(self, error_class: str, now: float) -> None:
+        self._roll(now).absorb(error_class)
+
     def window(self, name: str, now: float) -> tuple[SeriesStats, float]:
         """The aggregate for a named window and the seconds it covers."""
         head = self._roll(now)
@@ -250,6 +289,7 @@ class Merged:
         self.upstreams: dict[str, tuple[SeriesStats, float, int]] = {}
         self.sources = 0
         self.request_log = {"written": 0, "dropped": 0}
+        self.health: dict[str, list[dict[str, Any]]] = {}  # upstream -> one view per process
 
     def add(self, export: Mapping[str, Any]) -> None:
         self.sources += 1
@@ -260,6 +300,8 @@ class Merged:
             _merge_into(self.variants, (item["route"], item["variant"]), item)
         for item in export["upstreams"]:
             _merge_into(self.upstreams, item["upstream"], item)
+        for name, view in (export.get("upstream_health") or {}).items():
+            self.health.setdefault(name, []).append(view)
 
     def variant_views(self) -> Iterator[tuple[tuple[str, str], dict[str, Any]]]:
         for key, (stats, span, in_flight) in self.variants.items():

@@ -44,6 +44,21 @@ class Observer:
         self.registry.variant_series(x.route, variant, x.start).in_flight += 1
         self.registry.upstream_series(upstream, x.start).in_flight += 1
 
+    def moved(self, x: Exchange, upstream: str) -> None:
+        """The request goes on to another upstream (a fallback): in flight there now."""
+        if self.metrics and x.upstream is not None:
+            self.registry.upstream_series(x.upstream, x.start).in_flight -= 1
+            self.registry.upstream_series(upstream, x.start).in_flight += 1
+        x.upstream = upstream
+
+    def absorbed(self, x: Exchange, upstream: str, error_class: str, now: float) -> None:
+        """An attempt failed and a retry or fallback follows: the client does not see
+        the failure, but it counts against the upstream and, as absorbed, the variant."""
+        if not self.metrics or x.route is None or x.variant is None:
+            return
+        self.registry.variant_series(x.route, x.variant, now).absorb(error_class, now)
+        self.registry.upstream_series(upstream, now).fail_attempt(error_class, now)
+
     def finish(self, x: Exchange, snap: Snapshot) -> None:
         cost = snap.cost_nano(x.model, x.input_tokens, x.output_tokens)
         if self.metrics and x.variant is not None and x.upstream is not None and x.route:
@@ -77,6 +92,7 @@ def _entry(x: Exchange, cost_nano: int, snap: Snapshot) -> LogEntry:
         cost_usd=cost_nano / 1e9 if cost_nano else None,
         key=x.key,
         stream=x.stream,
+        attempts=x.attempts or 1,
         request_body=x.request_body,
         response_body=x.response_body,
         redact=sampler.redact if sampler else None,

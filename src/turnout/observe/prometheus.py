@@ -255,7 +255,37 @@ def _series_families(
         [("", labels, cum.get("cost_usd")) for labels, cum in _cum(series)],
     )
     if not feedback:
+        out.family(
+            f"{prefix}ejected",
+            "gauge",
+            "Worker processes in which the upstream is ejected now (outlier ejection).",
+            [
+                ("", labels, _mapping(cum.get("health")).get("ejected_in", 0))
+                for labels, cum in _cum(series)
+            ],
+        )
         return
+    out.family(
+        "turnout_absorbed_errors_total",
+        "counter",
+        "Failed upstream attempts a retry or fallback hid from the client, per route and"
+        " variant, by error class.",
+        [
+            ("", (*labels, ("class", cls)), _mapping(cum.get("absorbed_errors")).get(cls, 0))
+            for labels, cum in _cum(series)
+            for cls in ERROR_CLASSES
+        ],
+    )
+    for name, help_text in (
+        ("retries", "Attempts repeated on the same upstream, per route and variant."),
+        ("fallbacks", "Moves to the next upstream of a variant's chain, per route and variant."),
+    ):
+        out.family(
+            f"turnout_{name}_total",
+            "counter",
+            help_text,
+            [("", labels, cum.get(name, 0)) for labels, cum in _cum(series)],
+        )
     stats = [
         ((*labels, ("name", str(name))), _mapping(stat))
         for labels, cum in _cum(series)

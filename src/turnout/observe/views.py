@@ -29,6 +29,18 @@ def window_name(text: str | None) -> str:
     return name
 
 
+def health_summary(views: list[dict[str, Any]]) -> dict[str, Any]:
+    """An upstream's ejection state over the processes that have called it: the
+    worst state, in how many processes it is ejected, and each process's view."""
+    states = [v.get("state") for v in views]
+    worst = next((s for s in ("ejected", "half_open") if s in states), "closed")
+    return {
+        "state": worst,
+        "ejected_in": states.count("ejected"),
+        "processes": views,
+    }
+
+
 def stats_document(
     merged: Merged,
     config: Config,
@@ -65,7 +77,12 @@ def stats_document(
         )
     upstream_views = dict(merged.upstream_views())
     upstreams = [
-        {"upstream": u.name, **upstream_views.get(u.name, empty)} for u in config.upstreams
+        {
+            "upstream": u.name,
+            **upstream_views.get(u.name, empty),
+            "health": health_summary(merged.health.get(u.name, [])),
+        }
+        for u in config.upstreams
     ]
     return {
         "window": window,

@@ -33,7 +33,7 @@ FORCE_HEADER = "x-turnout-variant"
 @dataclass(frozen=True, slots=True)
 class CompiledVariant:
     name: str
-    upstream: str
+    upstream: str  # the first of the variant's own upstreams (the chain is in the snapshot)
     units: int  # buckets out of BUCKETS
     model: str | None
     params: Mapping[str, Any]
@@ -76,7 +76,7 @@ def _compile_variant(v: Variant, units: int) -> CompiledVariant:
     prompt = v.system_prompt
     return CompiledVariant(
         name=v.name,
-        upstream=v.upstream,
+        upstream=v.upstreams[0],
         units=units,
         model=v.model,
         params=MappingProxyType(dict(v.params)),

@@ -367,6 +367,19 @@ class RunningSimulator:
         self.app = runner.app
         self.received = received_of(runner.app)
 
+    def set_profiles(
+        self,
+        profiles: Mapping[str, ModelProfile] | None = None,
+        default: ModelProfile | None = None,
+    ) -> None:
+        """Change how the models behave from the next request on: start or end an
+        outage (fault-injection tests, demos)."""
+        sim: _Simulator = self.app[_SIMULATOR]
+        if profiles is not None:
+            sim.profiles = dict(profiles)
+        if default is not None:
+            sim.default = default
+
     async def close(self) -> None:
         await self._runner.cleanup()
 
