@@ -1,4 +1,5 @@
-"""Microbenchmarks of the pure parts: routing decisions and bucketing.
+"""Microbenchmarks of the pure parts: routing decisions, bucketing, and the work
+the resilience layer adds to a request that succeeds at once.
 
     python3 bench/micro.py            # prints a table, writes bench/results/micro.json
     python3 bench/micro.py --smoke    # a quick run, no figures worth keeping
@@ -19,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from turnout.config import config_from_mapping
+from turnout.gateway.dispatch import Dispatcher
 from turnout.routing import RequestView, Router, apply_variant, bucket
+from turnout.snapshot import build_snapshot
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -68,6 +71,26 @@ def twenty_routes() -> dict[str, Any]:
     return {"upstreams": [{"name": "u", "base_url": "http://127.0.0.1:9/v1"}], "routes": routes}
 
 
+def resilience_happy_path(config: dict[str, Any]) -> Any:
+    """What dispatch does for a request whose first attempt succeeds, beyond the call
+    itself: pick the chain, deposit in the retry budget, ask the upstream's health,
+    record the success."""
+    snap = build_snapshot(config_from_mapping(config))
+    policy = snap.policies["last"]
+    chain = policy.chains["stable"]
+    dispatcher = Dispatcher(None, None)  # type: ignore[arg-type]  # no I/O here
+    now = 1000.0
+
+    def happy() -> None:
+        steps = chain.steps(None)
+        dispatcher._budget("last", policy).deposit(now)
+        step = next(dispatcher._available(steps, now))
+        target = step.target
+        dispatcher.health.of(target.name).success(target.ejection, now)
+
+    return happy
+
+
 def per_call_us(fn: Any, number: int, repeat: int) -> float:
     return min(timeit.repeat(fn, number=number, repeat=repeat)) / number * 1e6
 
@@ -78,7 +101,8 @@ def main() -> None:
     args = ap.parse_args()
     number, repeat = (2_000, 2) if args.smoke else (100_000, 5)
 
-    router = Router(config_from_mapping(twenty_routes()))
+    config = twenty_routes()
+    router = Router(config_from_mapping(config))
     headers = {"x-app": "web", "x-user-id": "user-12345", "x-region": "us-east"}
     body = {"model": "gpt", "max_tokens": 256, "messages": [{"role": "user", "content": "hi"}]}
     view = RequestView("/v1/chat/completions", headers, body)
@@ -92,6 +116,7 @@ def main() -> None:
         "apply_variant_us": per_call_us(
             lambda: apply_variant(decision, dict(body), view), number, repeat
         ),
+        "resilience_happy_path_us": per_call_us(resilience_happy_path(config), number, repeat),
     }
     meta = {"python": sys.version.split()[0], "machine": platform.machine(), "smoke": args.smoke}
     for name, value in results.items():
