@@ -84,16 +84,8 @@ def region_order(
 
 
 def ejection_policy(up: Upstream) -> EjectionPolicy:
-    e = up.ejection
-    return EjectionPolicy(
-        enabled=e.enabled,
-        consecutive_failures=e.consecutive_failures,
-        error_rate=e.error_rate,
-        min_requests=e.min_requests,
-        window=e.window,
-        cooldown=e.cooldown,
-        max_cooldown=e.max_cooldown,
-    )
+    # The config model and the policy have the same fields by design.
+    return EjectionPolicy(**up.ejection.model_dump())
 
 
 def _route_target(target: UpstreamTarget, route: Route) -> UpstreamTarget:
