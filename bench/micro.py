@@ -84,8 +84,7 @@ def resilience_happy_path(config: dict[str, Any]) -> Any:
     def happy() -> None:
         steps = chain.steps(None)
         dispatcher._budget("last", policy).deposit(now)
-        step = next(dispatcher._available(steps, now))
-        target = step.target
+        target = steps[max(dispatcher._next_available(steps, 0, now), 0)].target
         dispatcher.health.of(target.name).success(target.ejection, now)
 
     return happy

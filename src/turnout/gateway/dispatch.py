@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from random import random
 from time import perf_counter
@@ -38,6 +38,7 @@ from turnout.observe.exchange import (
 from turnout.observe.observer import Observer
 from turnout.resilience import HealthBook, RetryBudget, backoff_delay, parse_retry_after
 from turnout.resilience.chains import Chain, RoutePolicy, Step
+from turnout.routing.request import as_text
 
 H_UPSTREAM = "x-turnout-upstream"
 H_ATTEMPTS = "x-turnout-attempts"
@@ -76,12 +77,24 @@ def _retry_after(upstream: UpstreamResponse) -> float | None:
     return parse_retry_after(upstream.headers.get("retry-after"), time.time())
 
 
-def _is_openai_error(raw: bytes) -> bool:
+def _relay_error(
+    x: Exchange, status: int, raw: bytes, headers: dict[str, str], hints: dict[str, str] | None
+) -> web.Response:
+    """Pass an upstream's error on as it came, if it is an OpenAI-style error body,
+    with its rate-limit hints; any other error body is a bad response (502)."""
     try:
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return False
-    return isinstance(parsed, dict) and isinstance(parsed.get("error"), dict | str)
+        parsed = None
+    if not (isinstance(parsed, dict) and isinstance(parsed.get("error"), dict | str)):
+        raise UpstreamFailed(
+            f"upstream {x.upstream!r} answered HTTP {status} without an OpenAI-style error body",
+            code="upstream_bad_response",
+        )
+    headers[H_SHOULD_RETRY] = "false"
+    if hints:
+        headers.update(hints)
+    return web.Response(status=status, body=raw, headers=headers, content_type=_JSON)
 
 
 def usage_into(parsed: Any, x: Exchange) -> None:
@@ -115,18 +128,15 @@ class Dispatcher:
             budget = self._budgets[key] = policy.new_budget()
         return budget
 
-    def _available(self, steps: tuple[Step, ...], now: float) -> Iterator[Step]:
+    def _next_available(self, steps: tuple[Step, ...], start: int, now: float) -> int:
+        """Index of the first step from ``start`` whose upstream may be called now
+        (not ejected), or -1."""
         health = self.health
-        tried = False
-        for step in steps:
-            t = step.target
+        for i in range(start, len(steps)):
+            t = steps[i].target
             if health.of(t.name).available(t.ejection, now):
-                tried = True
-                yield step
-        if not tried:
-            # Every upstream of the chain is ejected: try the first anyway (Envoy's
-            # "panic" routing) rather than refuse a request that might succeed.
-            yield steps[0]
+                return i
+        return -1
 
     async def run(
         self,
@@ -145,9 +155,11 @@ class Dispatcher:
         budget = self._budget(x.route or "", policy)
         budget.deposit(now)
         deadline = None if policy.deadline is None else now + policy.deadline
-        available = self._available(steps, now)
-        step = next(available)
-        if step is not steps[0]:
+        # With every upstream of the chain ejected, the first is tried anyway (Envoy's
+        # "panic" routing) rather than refuse a request that might succeed.
+        index = max(self._next_available(steps, 0, now), 0)
+        step = steps[index]
+        if index:
             self.observer.moved(x, step.target.name)
         payload = orjson.dumps(body)
         retries = 0
@@ -173,16 +185,16 @@ class Dispatcher:
                         await asyncio.sleep(delay)
                     continue
             if cls in chain.fallback_on and (deadline is None or now < deadline):
-                following = next(available, None)
-                if following is not None and following is not step:
+                index = self._next_available(steps, index + 1, now)
+                if index >= 0:
+                    following = steps[index]
                     self.observer.absorbed(x, step.target.name, cls, now)
                     self.observer.moved(x, following.target.name)
                     x.fallbacks += 1
                     retries = 0
                     if following.rewrites or step.rewrites:
                         payload = orjson.dumps(_rewritten(body, following))
-                        if following.model is not None:
-                            x.model = following.model
+                        x.model = following.model or as_text(body.get("model"))
                     step = following
                     continue
             return self._give_up(x, result, headers)
@@ -191,21 +203,7 @@ class Dispatcher:
         x.error_class = failure.error_class
         if failure.exc is not None:
             raise failure.exc
-        if not _is_openai_error(failure.body):
-            raise UpstreamFailed(
-                f"upstream {x.upstream!r} answered HTTP {failure.status} without an"
-                " OpenAI-style error body",
-                code="upstream_bad_response",
-            )
-        headers[H_SHOULD_RETRY] = "false"
-        if failure.headers:
-            headers.update(failure.headers)
-        return web.Response(
-            status=failure.status,
-            body=failure.body,
-            headers=headers,
-            content_type="application/json",
-        )
+        return _relay_error(x, failure.status, failure.body, headers, failure.headers)
 
     async def _attempt(
         self,
@@ -266,15 +264,7 @@ class Dispatcher:
             if cls != CLIENT_4XX:
                 return Failure(cls, None, status, raw, passed_on(upstream), _retry_after(upstream))
             x.error_class = cls
-            if not _is_openai_error(raw):
-                raise UpstreamFailed(
-                    f"upstream {x.upstream!r} answered HTTP {status} without an OpenAI-style"
-                    " error body",
-                    code="upstream_bad_response",
-                )
-            headers[H_SHOULD_RETRY] = "false"
-            headers.update(passed_on(upstream))
-            return web.Response(status=status, body=raw, headers=headers, content_type=_JSON)
+            return _relay_error(x, status, raw, headers, passed_on(upstream))
         try:
             usage_into(orjson.loads(raw), x)
         except orjson.JSONDecodeError:
