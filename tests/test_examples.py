@@ -28,7 +28,8 @@ import pytest
 import yaml
 
 from turnout.config import config_from_mapping, config_from_text, json_schema
-from turnout.config.model import Config, Match
+from turnout.config.match import Match
+from turnout.config.model import Config
 from turnout.exceptions import ConfigError
 from turnout.gateway.server import serve_gateway
 from turnout.simulator import ModelProfile, profiles_from_mapping, start_simulator

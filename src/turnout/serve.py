@@ -31,6 +31,7 @@ from turnout.observe.metrics import Registry
 from turnout.observe.observer import Observer
 from turnout.observe.tracing import open_spans
 from turnout.resilience import HealthBook
+from turnout.rollout.controller import RolloutController
 from turnout.snapshot import Snapshot, build_snapshot
 from turnout.store.configs import ConfigStore
 from turnout.store.feedback import FeedbackStore
@@ -121,14 +122,33 @@ class ServingState:
 
 
 async def start_admin(
-    ctx: AdminContext, host: str, port: int, plane: ControlPlane | None = None
+    ctx: AdminContext,
+    host: str,
+    port: int,
+    plane: ControlPlane | None = None,
+    rollouts: RolloutController | None = None,
 ) -> Any:
     from aiohttp import web  # noqa: PLC0415
 
-    runner = web.AppRunner(admin_app(ctx, plane), access_log=None, handle_signals=False)
+    app = admin_app(ctx, plane, rollouts)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
+
+
+async def start_rollouts(plane: ControlPlane, config: Config, base_dir: Path) -> RolloutController:
+    """The rollout controller, beside the control plane it changes the config through."""
+    settings = config.controller
+    controller = RolloutController(
+        plane,
+        store_path(config, base_dir),
+        base_dir,
+        interval=settings.interval,
+        lease_ttl=settings.lease_ttl,
+    )
+    await controller.start()
+    return controller
 
 
 @dataclass
@@ -148,6 +168,7 @@ class OneProcess:
     admin: Any
     state: ServingState
     plane: ControlPlane
+    rollouts: RolloutController
 
     @property
     def port(self) -> int:
@@ -158,6 +179,7 @@ class OneProcess:
         return int(self.admin.addresses[0][1])
 
     async def close(self) -> None:
+        await self.rollouts.close()
         await self.admin.cleanup()
         await self.server.close()
         await self.gateway.close()
@@ -194,8 +216,9 @@ async def start_one(
         feedback_summaries=state.feedback.summaries,
         record_feedback=state.feedback.record,
     )
-    admin = await start_admin(ctx, at.admin_host, at.admin_port, plane)
-    return OneProcess(gateway, server, admin, state, plane)
+    rollouts = await start_rollouts(plane, snapshot.config, base_dir)
+    admin = await start_admin(ctx, at.admin_host, at.admin_port, plane, rollouts)
+    return OneProcess(gateway, server, admin, state, plane, rollouts)
 
 
 async def _swap(gateway: Gateway, snapshot: Snapshot) -> None:

@@ -20,7 +20,7 @@ from multidict import CIMultiDict
 
 from turnout.config import config_from_mapping, config_from_text
 from turnout.config.model import Config
-from turnout.exceptions import GatewayError, InvalidRequest
+from turnout.exceptions import ConfigError, GatewayError, InvalidRequest
 from turnout.routing import BUCKETS, RequestView, Router, bucket
 
 N_KEYS = 100_000
@@ -444,3 +444,32 @@ def test_unknown_forced_variant_is_refused() -> None:
     assert info.value.code == "unknown_variant"
     assert info.value.status == 400
     assert "v9" in info.value.message
+
+
+def test_segment_sends_matching_requests_to_its_variant_whatever_the_weights() -> None:
+    segment = {"match": {"attr": "header:x-preview", "equals": "1"}, "variant": "v1"}
+    router = Router(config(route(weights=(100, 0), segments=[segment])))
+    for i in range(200):
+        d = router.decide(view({"x-user-id": f"user-{i}", "x-preview": "1"}))
+        assert (d.variant.name, d.key_source, d.bucket) == ("v1", "segment", None)
+        assert d.key == f"user-{i}"
+        assert router.decide(user(f"user-{i}")).variant.name == "v0"
+
+
+def test_segments_are_tried_in_order_and_explained() -> None:
+    segments = [
+        {"match": {"attr": "header:x-tier", "equals": "gold"}, "variant": "v2"},
+        {"match": {"attr": "header:x-tier", "exists": True}, "variant": "v1"},
+    ]
+    router = Router(config(route(weights=(100, 0, 0), segments=segments)))
+    assert router.decide(view({"x-tier": "gold"})).variant.name == "v2"
+    assert router.decide(view({"x-tier": "silver"})).variant.name == "v1"
+    assert router.decide(view({})).variant.name == "v0"
+    assert "segments" in router.explain(view({"x-tier": "gold"}))[-1]
+
+
+def test_segment_naming_an_unknown_variant_is_refused_with_its_path() -> None:
+    bad = {"match": {"attr": "header:x", "exists": True}, "variant": "nope"}
+    with pytest.raises(ConfigError) as exc:
+        config(route(segments=[bad]))
+    assert "routes[0].segments[0].variant" in str(exc.value)

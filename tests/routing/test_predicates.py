@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from turnout.config import config_from_mapping
-from turnout.config.model import Config, Match
+from turnout.config.match import Match
+from turnout.config.model import Config
 from turnout.exceptions import NoRouteMatched
 from turnout.routing import RequestView, Router, bucket
 from turnout.routing.predicates import compile_match

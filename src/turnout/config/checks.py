@@ -12,7 +12,12 @@ WEIGHT_STEP = 0.01  # one bucket of 10,000 is 0.01 percent
 
 
 def semantic_errors(config: Config) -> list[FieldError]:
-    return [*_unique_names(config), *_route_errors(config), *_region_errors(config)]
+    return [
+        *_unique_names(config),
+        *_route_errors(config),
+        *_region_errors(config),
+        *_rollout_errors(config),
+    ]
 
 
 def _unique_names(config: Config) -> Iterator[FieldError]:
@@ -73,6 +78,12 @@ def _variant_errors(route: Route, where: str, upstreams: set[str]) -> Iterator[F
             yield from _unknown(
                 names_of(step.upstream), f"{where}.variants[{j}].fallbacks[{k}].upstream", upstreams
             )
+    for k, segment in enumerate(route.segments):
+        if segment.variant not in names:
+            yield FieldError(
+                f"{where}.segments[{k}].variant",
+                f"route {route.name!r} has no variant {segment.variant!r}",
+            )
     weights = [v.weight for v in route.variants]
     if len(weights) == 1 and weights[0] is None:
         return
@@ -90,4 +101,32 @@ def _variant_errors(route: Route, where: str, upstreams: set[str]) -> Iterator[F
             yield FieldError(
                 f"{where}.variants",
                 f"weights add up to {total * WEIGHT_STEP:g}, they must add up to 100",
+            )
+
+
+def _rollout_errors(config: Config) -> Iterator[FieldError]:
+    routes = {r.name: r for r in config.routes}
+    seen: set[str] = set()
+    for i, spec in enumerate(config.rollouts):
+        where = f"rollouts[{i}]"
+        if spec.name in seen:
+            yield FieldError(f"{where}.name", f"duplicate rollout name {spec.name!r}")
+        seen.add(spec.name)
+        route = routes.get(spec.route)
+        if route is None:
+            yield FieldError(f"{where}.route", f"unknown route {spec.route!r}")
+            continue
+        yield from rollout_variant_errors(spec.stable, spec.candidate, route, where)
+
+
+def rollout_variant_errors(
+    stable: str, candidate: str, route: Route, where: str = ""
+) -> Iterator[FieldError]:
+    """A rollout's variants must both be variants of its route."""
+    names = [v.name for v in route.variants]
+    for field, name in (("stable", stable), ("candidate", candidate)):
+        if name not in names:
+            yield FieldError(
+                f"{where}.{field}" if where else field,
+                f"route {route.name!r} has no variant {name!r}; it has {names}",
             )

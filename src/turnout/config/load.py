@@ -25,6 +25,14 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+def field_errors(exc: ValidationError) -> list[FieldError]:
+    """pydantic's errors as (field path, reason) pairs."""
+    return [
+        FieldError(_path(tuple(e["loc"])), e["msg"].removeprefix("Value error, "))
+        for e in exc.errors(include_url=False)
+    ]
+
+
 def config_from_mapping(data: Any) -> Config:
     """Validate a parsed document; every problem is reported, with its field path."""
     if not isinstance(data, Mapping):
@@ -34,11 +42,7 @@ def config_from_mapping(data: Any) -> Config:
     except RecursionError:
         raise ConfigError.single("", "the config is nested too deeply") from None
     except ValidationError as exc:
-        errors = [
-            FieldError(_path(tuple(e["loc"])), e["msg"].removeprefix("Value error, "))
-            for e in exc.errors(include_url=False)
-        ]
-        raise ConfigError(errors) from None
+        raise ConfigError(field_errors(exc)) from None
     problems = semantic_errors(config)
     if problems:
         raise ConfigError(problems)

@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from turnout.config.attributes import parse_attr, parse_template
 from turnout.config.base import Name, Strict
+from turnout.config.match import Match
 from turnout.config.resilience import (
     ALL_FAILURES,
     Ejection,
@@ -28,8 +29,7 @@ from turnout.config.resilience import (
     not_reserved,
     upstream_list,
 )
-
-Scalar = str | int | float | bool
+from turnout.config.rollout import RolloutSpec, Segment
 
 
 class Timeouts(Strict):
@@ -67,53 +67,6 @@ class Upstream(Strict):
     def _one_key_source(self) -> Upstream:
         if self.api_key_env and self.api_key_file:
             raise ValueError("set api_key_env or api_key_file, not both")
-        return self
-
-
-_COMBINATORS = ("all", "any", "not_")
-_OPERATORS = ("equals", "in_", "prefix", "regex", "exists", "gt", "gte", "lt", "lte")
-
-
-class Match(Strict):
-    """Either a combinator (``all``, ``any``, ``not``) or one condition on ``attr``."""
-
-    all: list[Match] | None = None
-    any: list[Match] | None = None
-    not_: Match | None = Field(None, alias="not")
-    attr: str | None = Field(None, description="attribute reference, e.g. header:x-tier")
-    equals: Scalar | None = None
-    in_: list[Scalar] | None = Field(None, alias="in")
-    prefix: str | None = None
-    regex: str | None = Field(None, description="Python regex, searched anywhere in the value")
-    exists: bool | None = None
-    gt: float | None = None
-    gte: float | None = None
-    lt: float | None = None
-    lte: float | None = None
-
-    @model_validator(mode="after")
-    def _shape(self) -> Match:
-        combinators = [c for c in _COMBINATORS if getattr(self, c) is not None]
-        operators = [o for o in _OPERATORS if getattr(self, o) is not None]
-        shown = [n.rstrip("_") for n in combinators + operators]
-        if self.attr is None:
-            if len(combinators) != 1 or operators:
-                raise ValueError(
-                    "a match needs exactly one of all / any / not, or attr with one operator;"
-                    f" got {shown or 'nothing'}"
-                )
-            return self
-        if combinators or len(operators) != 1:
-            raise ValueError(
-                "a condition on attr takes exactly one operator of equals, in, prefix, regex,"
-                f" exists, gt, gte, lt, lte; got {shown or 'none'}"
-            )
-        parse_attr(self.attr)
-        if self.regex is not None:
-            try:
-                re.compile(self.regex)
-            except (re.error, OverflowError, RecursionError) as exc:
-                raise ValueError(f"regex {self.regex!r} does not compile: {exc}") from None
         return self
 
 
@@ -217,6 +170,11 @@ class Route(Strict):
         False, description="honour the x-turnout-variant header to force a variant"
     )
     variants: list[Variant] = Field(min_length=1)
+    segments: list[Segment] = Field(
+        default_factory=list,
+        description="checked in order before the weights: a matching request gets the"
+        " segment's variant (a preview, a beta group)",
+    )
     log_bodies: BodySampling | None = None
     timeouts: RouteTimeouts = RouteTimeouts()
     deadline: float | None = Field(
@@ -280,6 +238,17 @@ class RequestLogSettings(Strict):
     queue_limit: int = Field(10_000, gt=0, description="entries waiting to be written; more drop")
 
 
+class ControllerSettings(Strict):
+    """The rollout controller, in the control-plane process."""
+
+    interval: float = Field(
+        1.0, gt=0, le=60, description="seconds between rounds (timers, analyses, leases)"
+    )
+    lease_ttl: float = Field(
+        10.0, gt=0, description="seconds another controller waits after this one stops renewing"
+    )
+
+
 class AdminSettings(Strict):
     host: str = "127.0.0.1"
     port: int = Field(8081, ge=0, le=65535)
@@ -300,3 +269,7 @@ class Config(Strict):
     request_log: RequestLogSettings = RequestLogSettings()
     metrics: MetricsSettings = MetricsSettings()
     tracing: TracingSettings = TracingSettings()
+    controller: ControllerSettings = ControllerSettings()
+    rollouts: list[RolloutSpec] = Field(
+        default_factory=list, description="started when a config first names them"
+    )

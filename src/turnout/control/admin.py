@@ -21,12 +21,14 @@ from turnout.control.auth import token_matches
 from turnout.control.config_api import add_config_routes, config_error_response
 from turnout.control.openapi import openapi
 from turnout.control.plane import ControlPlane
+from turnout.control.rollout_api import add_rollout_routes
 from turnout.exceptions import ConfigError, GatewayError, InvalidRequest, NotFound
 from turnout.gateway.errors import error_body
 from turnout.observe.metrics import Merged, Registry
 from turnout.observe.prometheus import CONTENT_TYPE, render
 from turnout.observe.views import stats_document, window_name
 from turnout.resilience import HealthBook
+from turnout.rollout.controller import RolloutController
 from turnout.snapshot import Snapshot
 
 PROMETHEUS_WINDOW = "300s"  # quantiles in /metrics cover the last five minutes
@@ -113,7 +115,11 @@ async def stats(ctx: AdminContext, window: str) -> dict[str, Any]:
     )
 
 
-def admin_app(ctx: AdminContext, plane: ControlPlane | None = None) -> web.Application:
+def admin_app(
+    ctx: AdminContext,
+    plane: ControlPlane | None = None,
+    rollouts: RolloutController | None = None,
+) -> web.Application:
     @web.middleware
     async def errors_and_auth(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -177,6 +183,8 @@ def admin_app(ctx: AdminContext, plane: ControlPlane | None = None) -> web.Appli
     app.router.add_get("/admin/openapi.json", openapi_json)
     if plane is not None:
         add_config_routes(app, plane)
+    if rollouts is not None:
+        add_rollout_routes(app, rollouts)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/admin/stats", get_stats)
     app.router.add_get("/metrics", metrics)

@@ -16,7 +16,7 @@ from turnout.store.configs import StoredVersion, VersionInfo
 ACTOR_HEADER = "x-turnout-actor"
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
+def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
@@ -31,10 +31,10 @@ def config_error_response(exc: ConfigError) -> web.Response:
             "errors": [{"path": e.path, "message": e.message} for e in exc.errors],
         }
     }
-    return _json(body, status=422)
+    return json_response(body, status=422)
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
+async def read_body(request: web.Request) -> dict[str, Any]:
     try:
         data = orjson.loads(await request.read())
     except orjson.JSONDecodeError as exc:
@@ -44,7 +44,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return data
 
 
-def _who(request: web.Request, body: dict[str, Any]) -> tuple[str, str]:
+def actor_and_reason(request: web.Request, body: dict[str, Any]) -> tuple[str, str]:
     author = body.get("author") or request.headers.get(ACTOR_HEADER) or "api"
     reason = body.get("reason") or ""
     if not isinstance(author, str) or not isinstance(reason, str):
@@ -77,7 +77,7 @@ def _version(v: StoredVersion | VersionInfo, with_document: bool) -> dict[str, A
 def add_config_routes(app: web.Application, plane: ControlPlane) -> None:
     async def get_config(request: web.Request) -> web.Response:
         locks = await plane.locks()
-        return _json(
+        return json_response(
             {
                 "version": plane.snapshot.version,
                 "config": plane.document,
@@ -86,47 +86,47 @@ def add_config_routes(app: web.Application, plane: ControlPlane) -> None:
         )
 
     async def put_config(request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await read_body(request)
         document = body.get("config")
         if not isinstance(document, dict):
             raise InvalidRequest('send {"config": {...}, "reason": "..."}', param="config")
-        author, reason = _who(request, body)
+        author, reason = actor_and_reason(request, body)
         # A refused config (ConfigError) becomes a 422 in the admin app's middleware.
         outcome = await plane.apply(document, author=author, reason=reason)
-        return _json(_outcome(outcome))
+        return json_response(_outcome(outcome))
 
     async def put_weights(request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await read_body(request)
         weights = body.get("weights")
         if not isinstance(weights, dict) or not weights:
             raise InvalidRequest('send {"weights": {"variant": percent, ...}}', param="weights")
-        author, reason = _who(request, body)
+        author, reason = actor_and_reason(request, body)
         outcome = await plane.set_weights(
             request.match_info["route"], weights, author=author, reason=reason
         )
-        return _json(_outcome(outcome))
+        return json_response(_outcome(outcome))
 
     async def promote(request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await read_body(request)
         variant = body.get("variant")
         if not isinstance(variant, str):
             raise InvalidRequest('send {"variant": "name"}', param="variant")
-        author, reason = _who(request, body)
+        author, reason = actor_and_reason(request, body)
         outcome = await plane.promote(
             request.match_info["route"], variant, author=author, reason=reason
         )
-        return _json(_outcome(outcome))
+        return json_response(_outcome(outcome))
 
     async def rollback(request: web.Request) -> web.Response:
-        body = await _body(request) if request.can_read_body else {}
+        body = await read_body(request) if request.can_read_body else {}
         to = body.get("to")
         if to is not None and (not isinstance(to, int) or isinstance(to, bool)):
             raise InvalidRequest("to must be a version number", param="to")
-        author, reason = _who(request, body)
+        author, reason = actor_and_reason(request, body)
         outcome = await plane.rollback(
             to, author=author, reason=reason, force=body.get("force") is True
         )
-        return _json(_outcome(outcome))
+        return json_response(_outcome(outcome))
 
     async def versions(request: web.Request) -> web.Response:
         try:
@@ -134,30 +134,32 @@ def add_config_routes(app: web.Application, plane: ControlPlane) -> None:
         except ValueError:
             raise InvalidRequest("limit must be a number", param="limit") from None
         found = await plane.versions(max(1, min(limit, 1000)))
-        return _json(
+        return json_response(
             {"live": plane.snapshot.version, "versions": [_version(v, False) for v in found]}
         )
 
     async def one_version(request: web.Request) -> web.Response:
-        return _json(_version(await plane.version(_number(request.match_info["n"])), True))
+        return json_response(_version(await plane.version(_number(request.match_info["n"])), True))
 
     async def get_diff(request: web.Request) -> web.Response:
         a = await plane.version(_number(request.query.get("a", "")))
         b_text = request.query.get("b")
         b = plane.document if b_text is None else (await plane.version(_number(b_text))).document
         changes = diff(a.document, b)
-        return _json({"changes": [asdict(c) for c in changes], "text": format_diff(changes)})
+        return json_response(
+            {"changes": [asdict(c) for c in changes], "text": format_diff(changes)}
+        )
 
     async def lock(request: web.Request) -> web.Response:
-        body = await _body(request) if request.can_read_body else {}
-        author, reason = _who(request, body)
+        body = await read_body(request) if request.can_read_body else {}
+        author, reason = actor_and_reason(request, body)
         await plane.lock(request.match_info["route"], author=author, reason=reason)
-        return _json({"route": request.match_info["route"], "locked": True})
+        return json_response({"route": request.match_info["route"], "locked": True})
 
     async def unlock(request: web.Request) -> web.Response:
-        author, _ = _who(request, {})
+        author, _ = actor_and_reason(request, {})
         await plane.unlock(request.match_info["route"], author=author)
-        return _json({"route": request.match_info["route"], "locked": False})
+        return json_response({"route": request.match_info["route"], "locked": False})
 
     app.router.add_get("/admin/config", get_config)
     app.router.add_put("/admin/config", put_config)

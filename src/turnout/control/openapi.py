@@ -32,6 +32,13 @@ def _body(schema: dict[str, Any]) -> dict[str, Any]:
 
 _WHO = {"author": {"type": "string"}, "reason": {"type": "string"}}
 _ROUTE = [{"name": "route", "in": "path", "required": True, "schema": {"type": "string"}}]
+_NAME = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+_COMMAND = {
+    "name": "command",
+    "in": "path",
+    "required": True,
+    "schema": {"enum": ["abort", "promote", "resume", "retry"]},
+}
 
 
 def openapi() -> dict[str, Any]:
@@ -147,6 +154,26 @@ def openapi() -> dict[str, Any]:
             "delete": _op("Unlock a route", parameters=_ROUTE),
         },
         "/admin/openapi.json": {"get": _op("This document")},
+        "/admin/rollouts": {
+            "get": _op("Every rollout with its status"),
+            "post": _op(
+                'Start a rollout: {"rollout": {name, route, stable, candidate, steps, ...}}',
+                requestBody=_body({"type": "object", "required": ["rollout"]}),
+            ),
+        },
+        "/admin/rollouts/{name}": {
+            "get": _op(
+                "A rollout's step, time left, weights, latest verdicts and history",
+                parameters=_NAME,
+            )
+        },
+        "/admin/rollouts/{name}/{command}": {
+            "post": _op(
+                "abort, promote, resume or retry a rollout; body: {reason}",
+                parameters=[*_NAME, _COMMAND],
+                requestBody=_body({"type": "object", "properties": {"reason": {"type": "string"}}}),
+            )
+        },
     }
     return {
         "openapi": "3.1.0",

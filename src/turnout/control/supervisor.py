@@ -34,6 +34,7 @@ from turnout.serve import (
     run,
     settle_heap,
     start_admin,
+    start_rollouts,
     store_path,
     wait_for_stop_signal,
     watch_file,
@@ -192,7 +193,8 @@ async def serve_many(
             token=admin_token(),
             feedback_summaries=feedback.summaries,
         )
-        admin = await start_admin(ctx, at.admin_host, at.admin_port, plane)
+        rollouts = await start_rollouts(plane, snapshot.config, base_dir)
+        admin = await start_admin(ctx, at.admin_host, at.admin_port, plane, rollouts)
         print(
             f"turnout admin on http://{at.admin_host}:{at.admin_port}, {workers} workers,"
             f" config version {snapshot.version}",
@@ -208,6 +210,7 @@ async def serve_many(
         finally:
             for task in tasks:
                 task.cancel()
+            await rollouts.close()
             await procs.stop()
             await admin.cleanup()
             await hub.close()

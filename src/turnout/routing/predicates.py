@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from turnout.config.attributes import parse_attr
-from turnout.config.model import Match
+from turnout.config.match import Match
 from turnout.routing.request import RequestView, as_text, getter
 
 Test = Callable[[RequestView], bool]

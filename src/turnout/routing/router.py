@@ -53,6 +53,8 @@ class CompiledRoute:
     keys: tuple[tuple[str, Callable[[RequestView], Any]], ...]  # key then fallbacks
     reject_missing_key: bool
     allow_override: bool
+    # (test, variant) in order, tried before the hash: previews, beta groups.
+    segments: tuple[tuple[Callable[[RequestView], bool], CompiledVariant], ...] = ()
 
     def key_of(self, view: RequestView) -> tuple[str, str] | None:
         """(attribute, text) of the first stickiness attribute present, or None."""
@@ -67,8 +69,8 @@ class CompiledRoute:
 class Decision:
     route: CompiledRoute
     variant: CompiledVariant
-    key_source: str  # the attribute hashed, "random" or "forced"
-    bucket: int | None  # None when forced
+    key_source: str  # the attribute hashed, "random", "forced" or "segment"
+    bucket: int | None  # None when forced or by segment
     key: str | None = None  # the stickiness key's text, when one was present
 
 
@@ -90,17 +92,20 @@ def compile_route(route: Route, index: int) -> CompiledRoute:
     units = weight_units(weights)
     variants = tuple(_compile_variant(v, u) for v, u in zip(route.variants, units, strict=True))
     key_attrs = [route.sticky.key, *route.sticky.fallback]
+    by_name = {v.name: v for v in variants}
+    segments = tuple((compile_match(s.match).test, by_name[s.variant]) for s in route.segments)
     return CompiledRoute(
         name=route.name,
         index=index,
         predicate=compile_match(route.match) if route.match is not None else None,
         variants=variants,
-        by_name=MappingProxyType({v.name: v for v in variants}),
+        by_name=MappingProxyType(by_name),
         ends=range_ends(units),
         prefix=salt_prefix(route.salt if route.salt is not None else route.name),
         keys=tuple((a, getter(parse_attr(a))) for a in key_attrs),
         reject_missing_key=route.sticky.on_missing == "reject",
         allow_override=route.allow_override,
+        segments=segments,
     )
 
 
@@ -137,6 +142,10 @@ class Router:
                         code="unknown_variant",
                     )
                 return Decision(route, variant, "forced", None)
+        for test, variant in route.segments:
+            if test(view):
+                found = route.key_of(view)  # kept for the log, as for hashed requests
+                return Decision(route, variant, "segment", None, found[1] if found else None)
         key = route.key_of(view)
         text = None
         if key is not None:
@@ -169,8 +178,11 @@ class Router:
         except (NoRouteMatched, InvalidRequest) as exc:
             lines.append(f"→ error: {exc}")
             return lines
-        if d.bucket is None:
+        if d.key_source == "forced":
             lines.append(f"→ variant {d.variant.name!r}: forced by the {FORCE_HEADER} header")
+            return lines
+        if d.key_source == "segment":
+            lines.append(f"→ variant {d.variant.name!r}: the request is in one of its segments")
             return lines
         ranges, start = [], 0
         for v, end in zip(d.route.variants, d.route.ends, strict=True):

@@ -131,6 +131,34 @@ MIGRATIONS: tuple[Migration, ...] = (
             "DROP INDEX IF EXISTS request_log_route_ts",
         ),
     ),
+    Migration(
+        4,
+        "rollouts, their history, controller leases",
+        (
+            # spec and state are JSON; generation is bumped by every saved
+            # transition so two writers can never both apply one (compare-and-set).
+            """CREATE TABLE rollouts (
+                name TEXT PRIMARY KEY,
+                spec TEXT NOT NULL,
+                state TEXT NOT NULL,
+                generation INTEGER NOT NULL,
+                created_at REAL NOT NULL,
+                updated_at REAL NOT NULL
+            )""",
+            """CREATE TABLE rollout_events (
+                id INTEGER PRIMARY KEY,
+                rollout TEXT NOT NULL,
+                ts REAL NOT NULL,
+                kind TEXT NOT NULL,
+                message TEXT NOT NULL,
+                detail TEXT
+            )""",
+            "CREATE INDEX rollout_events_rollout ON rollout_events (rollout, id)",
+            # One row per singleton job (the rollout controller): who acts, until when.
+            "CREATE TABLE leases"
+            " (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires REAL NOT NULL)",
+        ),
+    ),
 )
 
 

@@ -1,0 +1,1 @@
+"""Progressive delivery: rollouts moved step by step and judged by statistics."""
