@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
+import pytest
+from aiohttp import web
 from tests.control.conftest import whole
 from tests.rollout.conftest import canary, rollout_config, traffic, until
 
@@ -13,6 +16,7 @@ from turnout.config import config_from_mapping
 from turnout.control.plane import ControlPlane
 from turnout.rollout.controller import RolloutController
 from turnout.rollout.machine import Phase
+from turnout.rollout.webhooks import verify
 from turnout.serve import Addresses, start_one
 from turnout.simulator import RunningSimulator
 from turnout.store.configs import ConfigStore
@@ -236,3 +240,73 @@ def test_rollout_store_saves_by_compare_and_set(tmp_path: Path) -> None:
     )
     assert [e.kind for e in store.events("r")] == ["aborted"]
     assert Phase.ABORTED.value == "aborted"
+
+
+async def test_blue_green_preview_then_switch_with_a_rollback_window(
+    upstream: RunningSimulator, tmp_path: Path
+) -> None:
+    spec = canary(
+        {"preview": {"attr": "header:x-preview", "equals": "1"}},
+        {"pause": {}},
+        {"weight": 100},
+        rollback_window="1h",
+    )
+    async with whole(rollout_config(upstream.base_url, "m-good", spec), tmp_path) as t:
+        await until(lambda: phase(t.running.rollouts) == "progressing")
+        # Only the segment reaches green while blue keeps every other request.
+        for i in range(10):
+            _, headers, _ = await t.chat(f"user-{i}")
+            assert headers["x-turnout-variant"] == "stable"
+        async with t.http.post(
+            f"{t.url}/v1/chat/completions",
+            json={"model": "x", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"x-preview": "1", "x-user-id": "u1"},
+        ) as resp:
+            assert resp.headers["x-turnout-variant"] == "canary"
+        status, view = await t.post(f"{t.admin}/admin/rollouts/canary-1/resume", {})
+        assert view["phase"] == "promoted" and view["weights"] == {"stable": 0.0, "canary": 100.0}
+        assert not t.running.plane.document["routes"][0].get("segments")
+        assert 3590 < view["time_left_s"] <= 3600
+        # Within the window, abort is the instant switch back to blue.
+        status, view = await t.post(f"{t.admin}/admin/rollouts/canary-1/abort", {})
+        assert status == 200 and view["weights"] == {"stable": 100.0, "canary": 0.0}
+
+
+async def test_every_transition_is_sent_to_the_webhook_signed(
+    upstream: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    got: list[tuple[dict[str, Any], bool]] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        body = await request.read()
+        ok = verify(
+            b"s3cret",
+            body,
+            request.headers.get("x-turnout-timestamp"),
+            request.headers.get("x-turnout-signature"),
+            time.time(),
+        )
+        got.append((await request.json(), ok))
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    monkeypatch.setenv("HOOK_SECRET", "s3cret")
+    hook = {"url": f"http://127.0.0.1:{port}/hook", "secret_env": "HOOK_SECRET"}
+    spec = canary({"weight": 10}, {"pause": {}}, webhooks=[hook])
+    try:
+        async with whole(rollout_config(upstream.base_url, "m-good", spec), tmp_path) as t:
+            await until(lambda: len(got) >= 3)
+            await t.post(f"{t.admin}/admin/rollouts/canary-1/abort", {"reason": "test"})
+            await until(lambda: any(e["event"] == "aborted" for e, _ in got))
+        events = sorted((e for e, _ in got), key=lambda e: e["seq"])
+        assert [e["event"] for e in events] == ["started", "step", "waiting", "aborted"]
+        assert all(ok for _, ok in got)
+        assert events[-1]["message"].endswith("test") and events[-1]["weight"] == 0.0
+    finally:
+        await runner.cleanup()

@@ -12,7 +12,7 @@ from turnout.cli.admin_client import admin_request
 from turnout.config import load_config
 
 
-def _actor() -> str:
+def actor() -> str:
     try:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):
@@ -32,7 +32,7 @@ def _changed(result: dict[str, Any]) -> int:
 def _apply(args: argparse.Namespace) -> int:
     # Validate locally first: the same errors, before anything is sent.
     document = load_config(args.file).model_dump(mode="json", by_alias=True, exclude_none=True)
-    body = {"config": document, "reason": args.reason, "author": _actor()}
+    body = {"config": document, "reason": args.reason, "author": actor()}
     return _changed(admin_request(args, "PUT", "/admin/config", body))
 
 
@@ -46,17 +46,17 @@ def _weights(args: argparse.Namespace) -> int:
             sep = ""
         if not sep or not name:
             raise SystemExit(f"turnout: {pair!r}: write VARIANT=PERCENT, e.g. canary=25")
-    body = {"weights": weights, "reason": args.reason, "author": _actor()}
+    body = {"weights": weights, "reason": args.reason, "author": actor()}
     return _changed(admin_request(args, "PUT", f"/admin/routes/{args.route}/weights", body))
 
 
 def _promote(args: argparse.Namespace) -> int:
-    body = {"variant": args.variant, "reason": args.reason, "author": _actor()}
+    body = {"variant": args.variant, "reason": args.reason, "author": actor()}
     return _changed(admin_request(args, "POST", f"/admin/routes/{args.route}/promote", body))
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {"reason": args.reason, "author": _actor(), "force": args.force}
+    body: dict[str, Any] = {"reason": args.reason, "author": actor(), "force": args.force}
     if args.to is not None:
         body["to"] = args.to
     return _changed(admin_request(args, "POST", "/admin/rollback", body))
@@ -91,7 +91,7 @@ def _status(args: argparse.Namespace) -> int:
 
 def _lock(args: argparse.Namespace) -> int:
     method = "DELETE" if args.unlock else "POST"
-    body = None if args.unlock else {"reason": args.reason, "author": _actor()}
+    body = None if args.unlock else {"reason": args.reason, "author": actor()}
     result = admin_request(args, method, f"/admin/routes/{args.route}/lock", body)
     print(f"route {result['route']} {'locked' if result['locked'] else 'unlocked'}")
     return 0
