@@ -132,3 +132,17 @@ def test_demo_refuses_public_host_without_token() -> None:
     )
     assert out.returncode == 2
     assert "TURNOUT_ADMIN_TOKEN" in out.stderr
+
+
+def test_rollout_demo_rolls_back_the_bad_candidate_and_promotes_the_good() -> None:
+    out = subprocess.run(
+        [*TURNOUT, "demo", "--scenario", "rollout", "--window", "1.5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = out.stdout
+    bad, good = text.split("--- rolling out 'v2' over 'v1'")
+    assert "v2-bad: aborted" in bad and "critical metric error_rate failed" in bad
+    assert "v2: promoted" in good and "weights:  v1=0, v2-bad=0, v2=100" in good

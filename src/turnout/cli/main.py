@@ -94,6 +94,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from turnout.serve import run  # noqa: PLC0415
 
     require_token_beyond_loopback(args.host)
+    if args.scenario == "rollout":
+        from turnout.cli.demo_rollout import run_rollout_demo  # noqa: PLC0415
+
+        outcome: list[bool] = []
+
+        async def scenario() -> None:
+            outcome.append(await run_rollout_demo(args.host, 0, 0, args.window))
+
+        run(scenario())
+        return 0 if outcome and outcome[0] else 1
     run(run_demo(args.host, args.port, args.admin_port))
     return 0
 
@@ -139,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--admin-port", type=int, default=8081)
+    s.add_argument(
+        "--scenario",
+        choices=["split", "rollout"],
+        default="split",
+        help="split: serve a 90/10 split until Ctrl-C; rollout: a bad canary rolled back and"
+        " a good one promoted, in accelerated time, then exit",
+    )
+    s.add_argument("--window", type=float, default=3.0, help="rollout: analysis window, seconds")
     s.set_defaults(func=_cmd_demo)
 
     s = sub.add_parser("stats", help="per-variant numbers side by side, from the admin API")

@@ -66,7 +66,8 @@ def status_view(
 ) -> dict[str, Any]:
     spec = RolloutSpec.model_validate(stored.spec)
     state = RolloutState.from_dict(stored.state)
-    current = spec.steps[state.step] if state.step < len(spec.steps) else None
+    running = state.phase in (Phase.PROGRESSING, Phase.PAUSED) and state.step < len(spec.steps)
+    current = spec.steps[state.step] if running else None
     return {
         "name": spec.name,
         "route": spec.route,
