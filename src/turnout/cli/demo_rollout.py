@@ -102,11 +102,13 @@ async def _follow(controller: RolloutController, name: str, started: float) -> s
     """Print the rollout's events as they happen; its final phase when it ends."""
     seen = 0
     while True:
+        # The state first: its events were written with it, so reading them after
+        # it sees every event up to that state.
+        stored = await asyncio.to_thread(controller.store.get, name)
         events = await asyncio.to_thread(controller.store.events, name, 1000)
         for e in events[seen:]:
             print(_line(started, name, e.kind, e.message, e.detail), flush=True)
         seen = len(events)
-        stored = await asyncio.to_thread(controller.store.get, name)
         if stored is not None and stored.state["phase"] in ("aborted", "completed"):
             return str(stored.state["phase"])
         await asyncio.sleep(0.1)
