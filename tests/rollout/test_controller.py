@@ -310,3 +310,49 @@ async def test_every_transition_is_sent_to_the_webhook_signed(
         assert events[-1]["message"].endswith("test") and events[-1]["weight"] == 0.0
     finally:
         await runner.cleanup()
+
+
+async def test_one_route_takes_one_rollout_at_a_time(
+    upstream: RunningSimulator, tmp_path: Path
+) -> None:
+    async with whole(rollout_config(upstream.base_url, "m-good"), tmp_path) as t:
+        url = f"{t.admin}/admin/rollouts"
+        status, _ = await t.post(url, {"rollout": canary({"weight": 5}, {"pause": {}})})
+        assert status == 201
+        second = {**canary({"weight": 50}), "name": "canary-2"}
+        status, body = await t.post(url, {"rollout": second})
+        assert status == 409 and body["error"]["code"] == "route_in_rollout"
+        assert weights(t.running.plane) == {"stable": 95.0, "canary": 5.0}
+
+
+async def test_a_bad_declared_rollout_does_not_stall_the_others(
+    upstream: RunningSimulator, tmp_path: Path
+) -> None:
+    hook = {"url": "http://127.0.0.1:9/hook", "secret_env": "TURNOUT_TEST_UNSET_SECRET"}
+    broken = {**canary({"weight": 50}), "name": "broken", "webhooks": [hook]}
+    config = rollout_config(upstream.base_url, "m-good", broken)
+    config["routes"].append(
+        {**config["routes"][0], "name": "other", "match": {"attr": "header:x-o", "exists": True}}
+    )
+    config["routes"].reverse()  # the catch-all last
+    fine = {**canary({"weight": 30}, {"pause": {}}), "name": "fine", "route": "other"}
+    config["rollouts"].append(fine)
+    async with whole(config, tmp_path) as t:
+        controller = t.running.rollouts
+        await until(lambda: phase(controller, "fine") == "progressing")
+        assert phase(controller, "broken") is None
+        assert "TURNOUT_TEST_UNSET_SECRET" in controller._failing["broken"]
+
+
+async def test_a_blocked_rollout_does_not_advance(
+    upstream: RunningSimulator, tmp_path: Path
+) -> None:
+    async with whole(rollout_config(upstream.base_url, "m-good"), tmp_path) as t:
+        await t.running.plane.lock("chat", author="ops", reason="freeze")
+        spec = canary({"weight": 20}, {"pause": {"duration": 0.2}}, {"weight": 60})
+        status, _ = await t.post(f"{t.admin}/admin/rollouts", {"rollout": spec})
+        assert status == 201
+        await asyncio.sleep(0.8)  # the pause would be long over
+        stored = t.running.rollouts.store.get("canary-1")
+        assert stored is not None and stored.state["step"] == 1
+        assert weights(t.running.plane) == {"stable": 100.0, "canary": 0.0}

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from turnout.analysis.judge import Judgement, Verdict
 from turnout.config.rollout import RolloutSpec
-from turnout.exceptions import Conflict
+from turnout.exceptions import ConfigError, Conflict
+from turnout.rollout.controller import parse_spec
 from turnout.rollout.machine import (
     Command,
     Phase,
@@ -245,3 +246,13 @@ def test_any_sequence_keeps_the_invariants(moves: list[tuple[float, Any, Any]]) 
             assert state.weight == 100.0
         if state.phase is Phase.PROGRESSING:
             assert state.step < len(CANARY.steps)
+
+
+def test_kind_is_only_for_feedback_metrics() -> None:
+    base = {"name": "r", "route": "c", "stable": "a", "candidate": "b", "steps": [{"weight": 5}]}
+    ok = {"metrics": [{"metric": "feedback:thumbs", "kind": "rate"}]}
+    assert parse_spec({**base, "analysis": ok}).analysis.metrics[0].kind == "rate"
+    bad = {"metrics": [{"metric": "latency_ms", "kind": "rate"}]}
+    with pytest.raises(ConfigError) as exc:
+        parse_spec({**base, "analysis": bad})
+    assert "analysis.metrics[0]" in str(exc.value) and "feedback" in str(exc.value)

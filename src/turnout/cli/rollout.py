@@ -106,7 +106,10 @@ def _start(args: argparse.Namespace) -> int:
         spec: RolloutSpec = parse_spec(document)  # the same errors, before anything is sent
     except ConfigError as exc:
         raise SystemExit(f"turnout: {args.file}: {exc}") from None
-    body = {"rollout": spec.model_dump(mode="json", exclude_none=True), "author": actor()}
+    body = {
+        "rollout": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "author": actor(),
+    }
     print(render_status(admin_request(args, "POST", "/admin/rollouts", body)))
     return 0
 

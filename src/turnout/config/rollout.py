@@ -106,6 +106,12 @@ class MetricCheck(Strict):
         metric_defaults(v)
         return v
 
+    @model_validator(mode="after")
+    def _kind_for_feedback_only(self) -> MetricCheck:
+        if self.kind is not None and not self.metric.startswith("feedback:"):
+            raise ValueError("kind is for feedback:<name> metrics; the others have a fixed kind")
+        return self
+
 
 def _default_metrics() -> list[MetricCheck]:
     return [

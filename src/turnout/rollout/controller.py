@@ -11,8 +11,9 @@ path under the same lock, so a command and a tick never interleave.
 State is saved *before* traffic is applied. A crash between the two leaves the
 stored state ahead of the live config, and the next leader re-applies it (an
 absolute weight, so applying it again changes nothing). A change the plane
-refuses (a locked route) is recorded once and retried every tick; an abort
-overrides locks, because giving stable its traffic back must always be possible.
+refuses (a locked route) is recorded once and retried every round, and the
+rollout does not advance meanwhile: nothing is judged on traffic it does not
+have. An abort overrides locks: giving stable its traffic back must always work.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,7 @@ class RolloutController:
         self._closed = False
         self._applied: dict[str, int] = {}  # rollout -> generation whose traffic is live
         self._blocked: dict[str, str] = {}  # rollout -> why its traffic could not be applied
+        self._failing: dict[str, str] = {}  # rollout -> why its last round failed
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -141,20 +143,35 @@ class RolloutController:
                 self._applied.clear()  # another holder may change traffic meanwhile
                 return
             self.leader = True
+            # One rollout's trouble (a bad declared spec, a judge error) must not
+            # stall the others: each is tried on its own, failures logged once.
             for spec in self.plane.snapshot.config.rollouts:
                 if await self._run(self.store.get, spec.name) is None:
-                    await self._start(spec, "config", now)
+                    await self._guarded(spec.name, self._start(spec, "config", now))
             for stored in await self._run(self.store.all):
                 if stored.state["phase"] in ACTIVE:
-                    await self._advance(stored, now)
+                    await self._guarded(stored.name, self._advance(stored, now))
+
+    async def _guarded(self, name: str, work: Coroutine[Any, Any, Any]) -> None:
+        try:
+            await work
+        except Exception as exc:
+            why = f"{type(exc).__name__}: {exc}"
+            if self._failing.get(name) != why:
+                self._failing[name] = why
+                log.exception("rollout %s: round failed", name)
+            return
+        self._failing.pop(name, None)
 
     # -- ticking ---------------------------------------------------------------------
 
     async def _advance(self, stored: StoredRollout, now: float) -> None:
         spec = RolloutSpec.model_validate(stored.spec)
         state = RolloutState.from_dict(stored.state)
-        if self._applied.get(spec.name) != stored.generation:
-            await self._apply(spec, state, force=False)  # a new leader, or a blocked change
+        if self._applied.get(spec.name) != stored.generation and not await self._apply(
+            spec, state, force=False
+        ):
+            return  # not live yet (a locked route): its timers and analyses wait too
         judgement = None
         if analysis_due(spec, state, now):
             start, end = window_of(state, now)
@@ -245,6 +262,17 @@ class RolloutController:
 
     async def _start(self, spec: RolloutSpec, author: str, now: float) -> StoredRollout:
         self._check(spec)
+        for other in await self._run(self.store.all):
+            if (
+                other.name != spec.name
+                and other.state["phase"] in ACTIVE
+                and other.spec["route"] == spec.route
+            ):
+                raise Conflict(
+                    f"rollout {other.name!r} is already moving route {spec.route!r};"
+                    " finish or abort it first",
+                    code="route_in_rollout",
+                )
         existing: StoredRollout | None = await self._run(self.store.get, spec.name)
         if existing is not None and existing.state["phase"] not in _RESTARTABLE:
             raise Conflict(

@@ -1,0 +1,1 @@
+"""Shadow variants: mirrored traffic whose answers are compared, never returned."""
