@@ -1,8 +1,8 @@
 """Microbenchmarks of the statistics: the canary judge and the experiment analyses on
 sample sizes a user has.
 
-    python3 bench/statistics.py            # prints a table, writes bench/results/statistics.json
-    python3 bench/statistics.py --smoke    # a quick run, no figures worth keeping
+    python3 bench/stats_micro.py            # prints a table, writes bench/results/stats_micro.json
+    python3 bench/stats_micro.py --smoke    # a quick run, no figures worth keeping
 
 Judge: three metrics (latency, TTFT: Mann-Whitney U with the Hodges-Lehmann interval;
 error rate: two proportions) at 500, 5,000 and 20,000 samples per side (20,000 is
@@ -83,7 +83,7 @@ def main() -> None:
         print(f"{name:36} {value:10.4f} ms")
     if not args.smoke:
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "statistics.json").write_text(json.dumps({**meta, **results}, indent=2) + "\n")
+        (RESULTS / "stats_micro.json").write_text(json.dumps({**meta, **results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
