@@ -13,7 +13,15 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 @pytest.mark.parametrize(
-    "script", ["micro.py", "stats_micro.py", "requestlog.py", "observe_memory.py", "propagation.py"]
+    "script",
+    [
+        "micro.py",
+        "stats_micro.py",
+        "rollback.py",
+        "requestlog.py",
+        "observe_memory.py",
+        "propagation.py",
+    ],
 )
 def test_bench_runs_in_smoke_mode(script: str) -> None:
     out = subprocess.run(
