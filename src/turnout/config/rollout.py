@@ -17,6 +17,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from turnout.config.base import Name, Strict
 from turnout.config.match import Match
+from turnout.config.resilience import ALL_FAILURES
 
 __all__ = [
     "Analysis",
@@ -52,14 +53,7 @@ Duration = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
 # ``error_rate:<class>`` one class; ``feedback:<name>`` the values of one feedback name.
 _CONTINUOUS = {"latency_ms": "increase", "ttft_ms": "increase", "output_tokens": "either"}
 _CONTINUOUS |= {"input_tokens": "either", "cost_usd": "increase"}
-ERROR_CLASSES = (
-    "client_4xx",
-    "rate_limited",
-    "upstream_5xx",
-    "timeout",
-    "connection",
-    "upstream_error",
-)
+ERROR_CLASSES = ("client_4xx", *ALL_FAILURES)
 Direction = Literal["increase", "decrease", "either"]
 
 

@@ -31,6 +31,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from math import isfinite
 from typing import Any, Literal, NotRequired, TypedDict, TypeGuard
 
+from turnout.observe.exchange import ERROR_CLASSES
+
 __all__ = [
     "CONTENT_TYPE",
     "ERROR_CLASSES",
@@ -50,15 +52,6 @@ __all__ = [
 
 # What a /metrics handler must send as Content-Type for this text.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-ERROR_CLASSES: tuple[str, ...] = (
-    "client_4xx",
-    "rate_limited",
-    "upstream_5xx",
-    "timeout",
-    "connection",
-    "upstream_error",
-)
 
 
 # -- the stats document (the JSON of GET /admin/stats) ----------------------------------
