@@ -25,6 +25,7 @@ from turnout.control.admin import AdminContext, LocalStats, admin_app
 from turnout.control.auth import admin_token, require_token_beyond_loopback
 from turnout.control.plane import ControlPlane, document_of
 from turnout.exceptions import ConfigError, GatewayError
+from turnout.experiment.service import Experiments
 from turnout.gateway.feedback import FeedbackService
 from turnout.gateway.server import Gateway, serve_gateway
 from turnout.observe.metrics import Registry
@@ -130,7 +131,10 @@ async def start_admin(
 ) -> Any:
     from aiohttp import web  # noqa: PLC0415
 
-    app = admin_app(ctx, plane, rollouts)
+    experiments = None
+    if plane is not None:
+        experiments = Experiments(plane, store_path(plane.snapshot.config, plane.base_dir))
+    app = admin_app(ctx, plane, rollouts, experiments)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

@@ -16,6 +16,17 @@ def admin_request(
     args: argparse.Namespace, method: str, path: str, body: Any = None, **query: str
 ) -> Any:
     """JSON in, JSON out; exits with a clear message on any failure."""
+    return json.loads(_call(args, method, path, body, **query) or b"null")
+
+
+def admin_text(args: argparse.Namespace, path: str) -> str:
+    """A GET whose answer is text (CSV), not JSON."""
+    return _call(args, "GET", path).decode()
+
+
+def _call(
+    args: argparse.Namespace, method: str, path: str, body: Any = None, **query: str
+) -> bytes:
     url = args.admin_url.rstrip("/") + path
     if query:
         url += "?" + urllib.parse.urlencode(query)
@@ -29,7 +40,8 @@ def admin_request(
         req.add_header("authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
-            return json.loads(resp.read() or b"null")
+            answer: bytes = resp.read()
+            return answer
     except urllib.error.HTTPError as exc:
         if exc.code == 401:
             raise SystemExit(

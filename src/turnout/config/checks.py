@@ -17,6 +17,7 @@ def semantic_errors(config: Config) -> list[FieldError]:
         *_route_errors(config),
         *_region_errors(config),
         *_rollout_errors(config),
+        *_experiment_errors(config),
     ]
 
 
@@ -129,4 +130,21 @@ def rollout_variant_errors(
             yield FieldError(
                 f"{where}.{field}" if where else field,
                 f"route {route.name!r} has no variant {name!r}; it has {names}",
+            )
+
+
+def _experiment_errors(config: Config) -> Iterator[FieldError]:
+    routes = {r.name: r for r in config.routes}
+    seen: set[str] = set()
+    for i, spec in enumerate(config.experiments):
+        where = f"experiments[{i}]"
+        if spec.name in seen:
+            yield FieldError(f"{where}.name", f"duplicate experiment name {spec.name!r}")
+        seen.add(spec.name)
+        route = routes.get(spec.route)
+        if route is None:
+            yield FieldError(f"{where}.route", f"unknown route {spec.route!r}")
+        elif spec.control not in {v.name for v in route.variants}:
+            yield FieldError(
+                f"{where}.control", f"route {route.name!r} has no variant {spec.control!r}"
             )

@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from turnout.config.attributes import parse_attr, parse_template
 from turnout.config.base import Name, Strict
+from turnout.config.experiment import ExperimentSpec
 from turnout.config.match import Match
 from turnout.config.resilience import (
     ALL_FAILURES,
@@ -270,6 +271,9 @@ class Config(Strict):
     metrics: MetricsSettings = MetricsSettings()
     tracing: TracingSettings = TracingSettings()
     controller: ControllerSettings = ControllerSettings()
+    experiments: list[ExperimentSpec] = Field(
+        default_factory=list, description="A/B comparisons of a route's variants"
+    )
     rollouts: list[RolloutSpec] = Field(
         default_factory=list, description="started when a config first names them"
     )

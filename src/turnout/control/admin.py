@@ -19,10 +19,12 @@ from aiohttp import web
 
 from turnout.control.auth import token_matches
 from turnout.control.config_api import add_config_routes, config_error_response
+from turnout.control.experiment_api import add_experiment_routes
 from turnout.control.openapi import openapi
 from turnout.control.plane import ControlPlane
 from turnout.control.rollout_api import add_rollout_routes
 from turnout.exceptions import ConfigError, GatewayError, InvalidRequest, NotFound
+from turnout.experiment.service import Experiments
 from turnout.gateway.errors import error_body
 from turnout.observe.metrics import Merged, Registry
 from turnout.observe.prometheus import CONTENT_TYPE, render
@@ -119,6 +121,7 @@ def admin_app(
     ctx: AdminContext,
     plane: ControlPlane | None = None,
     rollouts: RolloutController | None = None,
+    experiments: Experiments | None = None,
 ) -> web.Application:
     @web.middleware
     async def errors_and_auth(
@@ -185,6 +188,8 @@ def admin_app(
         add_config_routes(app, plane)
     if rollouts is not None:
         add_rollout_routes(app, rollouts)
+    if experiments is not None:
+        add_experiment_routes(app, experiments)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/admin/stats", get_stats)
     app.router.add_get("/metrics", metrics)

@@ -161,6 +161,27 @@ def openapi() -> dict[str, Any]:
                 requestBody=_body({"type": "object", "required": ["rollout"]}),
             ),
         },
+        "/admin/experiments": {"get": _op("The experiments of the live config")},
+        "/admin/experiments/{name}": {
+            "get": _op(
+                "An experiment's report: SRM, per-metric effects and intervals, winner",
+                parameters=_NAME,
+            )
+        },
+        "/admin/experiments/{name}/units.csv": {
+            "get": _op(
+                "One CSV row per unit: key hash, variant, requests, metrics", parameters=_NAME
+            )
+        },
+        "/admin/experiments/{name}/stop": {
+            "post": _op(
+                "End an experiment; with a winner, give it all of the route's traffic",
+                parameters=_NAME,
+                requestBody=_body(
+                    {"type": "object", "properties": {"winner": {"type": ["string", "null"]}}}
+                ),
+            )
+        },
         "/admin/rollouts/{name}": {
             "get": _op(
                 "A rollout's step, time left, weights, latest verdicts and history",

@@ -141,7 +141,8 @@ class Router:
                         f" it has {list(route.by_name)}",
                         code="unknown_variant",
                     )
-                return Decision(route, variant, "forced", None)
+                found = route.key_of(view)  # logged, so experiments see the exposure
+                return Decision(route, variant, "forced", None, found[1] if found else None)
         for test, variant in route.segments:
             if test(view):
                 found = route.key_of(view)  # kept for the log, as for hashed requests
