@@ -14,6 +14,7 @@ import pytest
 from tests.control.conftest import whole
 from tests.rollout.conftest import until
 
+from turnout.cli.experiment import render_report
 from turnout.config.experiment import ExperimentSpec
 from turnout.experiment.report import Unit, build_report
 from turnout.simulator import Delay, ModelProfile, start_simulator
@@ -155,3 +156,12 @@ def test_every_analysis_finds_a_clear_effect_and_not_a_null_one(analysis: str) -
         spec, {"a": 50, "b": 50}, _units({"a": 3000, "b": 3000}, {"a": 0.1, "b": 0.1}, 3)
     )
     assert null["winner"] is None and not null["srm"]["mismatch"]
+
+
+def test_the_terminal_report_shows_verdicts_srm_and_the_winner() -> None:
+    units = _units({"a": 3000, "b": 3000}, {"a": 0.1, "b": 0.15}, 2)
+    text = render_report(build_report(SPEC, {"a": 50, "b": 50}, units))
+    assert "SRM: ok" in text and "BETTER" in text and "winner: b" in text
+    skewed = _units({"a": 5000, "b": 5400}, {"a": 0.1, "b": 0.1}, 1)
+    text = render_report(build_report(SPEC, {"a": 50, "b": 50}, skewed))
+    assert "MISMATCH" in text and "winner: none" in text
