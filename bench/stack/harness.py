@@ -51,6 +51,8 @@ LUA = HERE / "load.lua"
 HOST = "127.0.0.1"
 PATH = "/v1/chat/completions"
 SALT = "turnout-bench"
+AUTH = "Bearer sk-bench-000000000000"  # the Authorization load.lua sends (LiteLLM's master key)
+LITELLM_VENV = ROOT / "bench" / ".venv-litellm"  # run.sh installs LiteLLM there, apart
 USERS = 10_000  # distinct x-user-id values the load cycles through: user-0 .. user-9999
 PROXY_CORE, LOAD_CORE = "1", "0"  # proxy alone on core 1; wrk + nginx upstream on core 0
 
@@ -132,22 +134,32 @@ class Target:
     requires: tuple[str, ...]  # python modules that must import in the venv, else skipped
     smoke: bool  # also run in --smoke mode
     variant_header: str | None  # response header naming the variant, checked before loading
+    # Share of requests variant b must get when no per-request rule can be checked (split
+    # None: random routing): the b share is then checked against binomial bounds.
+    expected_b_share: float | None = None
+    exact_body: bool = True  # False: the target re-serialises answers; compare their content
+    files: tuple[str, ...] = ()  # files (e.g. another venv's console script) it needs, else skipped
+    env: dict[str, str] = dataclasses.field(default_factory=dict)  # extra environment
+    start_timeout: float = 20.0  # seconds for it to listen
 
 
 TARGETS: list[Target] = []
 
 
-def target(name, *, about, split=sha256_split, requires=(), smoke=True, variant_header="x-variant"):
+def target(name, *, about, split=sha256_split, requires=(), smoke=True, variant_header="x-variant",
+           expected_b_share=None, exact_body=True, files=(), env=None, start_timeout=20.0):
     """Register a target. The function gets a Ctx and returns the argv that starts it.
 
     The harness runs that argv pinned to the proxy core, with cwd=bench/stack/proxies
     and the environment BENCH_PORT, BENCH_UPSTREAM_A/B (base URLs), BENCH_SALT,
-    PYTHONPATH=bench/stack/proxies; it is started once per mode (JSON, SSE) and
-    stopped with SIGTERM to its process group.
+    PYTHONPATH=bench/stack/proxies (+ `env`); it is started once per mode (JSON, SSE)
+    and stopped with SIGTERM to its process group.
     """
 
     def register(fn):
-        TARGETS.append(Target(name, fn, about, split, tuple(requires), smoke, variant_header))
+        TARGETS.append(Target(name, fn, about, split, tuple(requires), smoke, variant_header,
+                              expected_b_share, exact_body, tuple(files), dict(env or {}),
+                              start_timeout))
         return fn
 
     return register
@@ -274,6 +286,55 @@ _turnout_target("turnout", "turnout, 1 worker: metrics and request log on", True
 _turnout_target("turnout-nolog", "turnout, 1 worker: metrics on, request log off", True, False)
 _turnout_target("turnout-bare", "turnout, 1 worker: metrics and request log off", False, False)
 _turnout_target("turnout-2w", "turnout, 2 workers (both pinned to the proxy core)", True, True, 2)
+
+
+# LiteLLM proxy, the alternative users would pick (run.sh installs it into its own venv,
+# bench/.venv-litellm). The same 90/10 split as the other targets: two deployments of
+# the model load.lua asks for, weighted, "simple-shuffle" (a weighted random pick per
+# request, not sticky), so only the b share is checked. No database, cache, callbacks,
+# retries or cooldowns; the master key is the bearer token load.lua sends (LiteLLM
+# refuses to start without one), so the key check is on the path as in any deployment.
+def _litellm_config(ctx: Ctx) -> str:
+    deployments = "".join(f"""
+  - model_name: gpt-4o-mini
+    litellm_params:
+      model: openai/gpt-4o-mini
+      api_base: "{ctx.url(v)}/v1"
+      api_key: sk-upstream-{v}
+      weight: {w}
+      stream_timeout: 30
+      timeout: 30
+      max_retries: 0""" for v, w in (("a", 90), ("b", 10)))
+    return ctx.write("litellm.yaml", f"""
+model_list:{deployments}
+router_settings:
+  routing_strategy: simple-shuffle
+  num_retries: 0
+  disable_cooldowns: true
+litellm_settings:
+  set_verbose: false
+  json_logs: false
+  telemetry: false
+  num_retries: 0
+  request_timeout: 30
+  cache: false
+  callbacks: []
+  success_callback: []
+  failure_callback: []
+general_settings:
+  master_key: {AUTH.split()[1]}
+""")
+
+
+@target("litellm", about="LiteLLM proxy (uvicorn, 1 worker), weighted simple-shuffle 90/10",
+        split=None, variant_header=None, expected_b_share=0.10, exact_body=False,
+        files=[str(LITELLM_VENV / "bin" / "litellm")], start_timeout=90.0,
+        env={"LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no fetch of the price map at start
+             "LITELLM_LOG": "ERROR", "LITELLM_MODE": "PRODUCTION",
+             "LITELLM_DONT_SHOW_FEEDBACK_BOX": "true", "DISABLE_SCHEMA_UPDATE": "true"})
+def _litellm(ctx: Ctx) -> list[str]:
+    return [str(LITELLM_VENV / "bin" / "litellm"), "--config", _litellm_config(ctx),
+            "--host", HOST, "--port", str(ctx.port), "--num_workers", "1"]
 
 
 # --------------------------------------------------------------------------- mock upstream
@@ -483,14 +544,30 @@ def sse_events(text: str) -> list:
     return out
 
 
-def same_answer(body: str, variant: str, stream: bool) -> bool:
-    """Is `body` upstream `variant`'s answer? (Re-framed or re-serialised is fine.)"""
+def same_answer(body: str, variant: str, stream: bool, exact: bool = True) -> bool:
+    """Is `body` upstream `variant`'s answer? (Re-framed or re-serialised is fine.)
+
+    exact=False, for gateways that rebuild the answer (LiteLLM): the same assistant text
+    and the upstream's system_fingerprint, the stream ending with [DONE]."""
     try:
         if stream:
-            return sse_events(body) == sse_events(sse_body(variant))
-        return json.loads(body) == json.loads(JSON_BODY % (variant, variant))
-    except ValueError:
+            got, want = sse_events(body), sse_events(sse_body(variant))
+            if exact:
+                return got == want
+            return bool(got) and got[-1] == "[DONE]" and _gist(got[:-1]) == _gist(want[:-1])
+        got, want = json.loads(body), json.loads(JSON_BODY % (variant, variant))
+        if exact:
+            return got == want
+        return _gist([got]) == _gist([want])
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
         return False
+
+
+def _gist(events: list) -> tuple[str, set]:
+    """The assistant text of an answer (or of a stream's chunks) and its fingerprints."""
+    text = "".join((c.get("message") or c.get("delta") or {}).get("content") or ""
+                   for e in events for c in e.get("choices", []))
+    return text, {e.get("system_fingerprint") for e in events if e.get("system_fingerprint")}
 
 
 def preflight(t: Target, port: int, stream: bool) -> list[str]:
@@ -504,17 +581,18 @@ def preflight(t: Target, port: int, stream: bool) -> list[str]:
         req = urllib.request.Request(
             f"http://{HOST}:{port}{PATH}", data=request_body(stream), method="POST",
             headers={"content-type": "application/json", "x-user-id": user,
-                     "authorization": "Bearer sk-bench"})
+                     "authorization": AUTH})
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
                 status, headers, body = resp.status, resp.headers, resp.read().decode()
         except (urllib.error.URLError, OSError) as exc:
             problems.append(f"{user}: request failed: {exc}")
             continue
-        want = t.split(user) if t.split else next((v for v in "ab" if same_answer(body, v, stream)), "a")
+        want = t.split(user) if t.split else next(
+            (v for v in "ab" if same_answer(body, v, stream, t.exact_body)), "a")
         if status != 200:
             problems.append(f"{user}: status {status}")
-        if not same_answer(body, want, stream):
+        if not same_answer(body, want, stream, t.exact_body):
             problems.append(f"{user}: body is not upstream {want}'s ({body[:80]!r}...)")
         ctype = headers.get("content-type", "")
         if not ctype.startswith("text/event-stream" if stream else "application/json"):
@@ -565,6 +643,7 @@ def summarise_split(t: Target, counts: dict[str, Counter]) -> dict:
         return out  # direct: everything goes to "a" by construction
     if t.split is None:
         out["misrouted"] = None
+        out["expected_b_share"] = t.expected_b_share
         return out
     bad = unknown = 0
     cache: dict[str, str] = {}
@@ -738,10 +817,21 @@ def problems_of(rec: dict, t: Target) -> list[str]:
         out.append(f"upstreams logged {served} requests, wrk completed {rec['requests']}")
     if t.start is not None and s.get("misrouted"):
         out.append(f"{s['misrouted']} requests went to the wrong variant")
+    # No per-request check (random routing, or x-user-id not passed upstream): the b share
+    # must be within binomial bounds (4 sigma + 0.5 point) of the expected one.
+    want = s.get("expected_b_share")
     if t.start is not None and s.get("misrouted") is None and s["b_share"] is not None \
-            and served > 2000 and abs(s["b_share"] - 0.10) > 0.02:
-        out.append(f"variant b got {100 * s['b_share']:.1f}%, want ~10%")
+            and want is not None and served >= 100:
+        tol = share_tolerance(want, served)
+        if abs(s["b_share"] - want) > tol:
+            out.append(f"variant b got {100 * s['b_share']:.2f}% of {served}, "
+                       f"want {100 * want:.2f}% ± {100 * tol:.2f}")
     return out
+
+
+def share_tolerance(p: float, n: int) -> float:
+    """How far an observed share of n requests may be from p: 4 binomial sigmas + 0.005."""
+    return 4 * (p * (1 - p) / n) ** 0.5 + 0.005
 
 
 # --------------------------------------------------------------------------- report
@@ -782,6 +872,11 @@ def machine_info(venv_python: str) -> dict:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
+    # LiteLLM lives in its own venv: read its version from there
+    site = [str(p) for p in LITELLM_VENV.glob("lib/python*/site-packages")]
+    for dist in metadata.distributions(path=site):
+        if dist.metadata["Name"] == "litellm":
+            versions["litellm (own venv)"] = dist.version
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -811,6 +906,74 @@ def rps_cell(rec: dict | None) -> str:
     return f"{fmt(rec['rps'])} ±{100 * (max(runs) - min(runs)) / 2 / rec['rps']:.0f}%"
 
 
+# Throughput ratios reported when both targets are in the results: (numerator, denominator).
+THROUGHPUT_RATIOS = [("turnout", "nginx-split"), ("turnout", "litellm"), ("turnout-2w", "turnout")]
+# Targets whose added latency over direct at 1 connection is reported.
+ADDED_LATENCY = ["turnout", "nginx-split", "litellm"]
+
+
+def compute_ratios(rows: list[dict]) -> dict:
+    """The comparisons the README quotes, from the result rows (only those possible).
+
+    throughput: "A/B" -> {"json c=1": req/s of A / req/s of B, ...};
+    sse_over_json: target -> {"c=1": its SSE req/s / its JSON req/s, ...};
+    added_over_direct_c1_ms: target -> {"json": {"p50": ms, "p99": ms}, "sse": {...}}.
+    """
+    by = {(r["target"], r["mode"], r["connections"]): r for r in rows}
+    cells = sorted({(r["mode"], r["connections"]) for r in rows},
+                   key=lambda mc: (mc[0] != "json", mc[1]))
+    out: dict = {"throughput": {}, "sse_over_json": {}, "added_over_direct_c1_ms": {}}
+    for a, b in THROUGHPUT_RATIOS:
+        vals = {f"{m} c={c}": round(by[(a, m, c)]["rps"] / by[(b, m, c)]["rps"], 4)
+                for m, c in cells if (a, m, c) in by and (b, m, c) in by and by[(b, m, c)]["rps"]}
+        if vals:
+            out["throughput"][f"{a}/{b}"] = vals
+    for t in ("turnout",):
+        vals = {f"c={c}": round(by[(t, "sse", c)]["rps"] / by[(t, "json", c)]["rps"], 4)
+                for c in sorted({c for _, c in cells})
+                if (t, "sse", c) in by and (t, "json", c) in by and by[(t, "json", c)]["rps"]}
+        if vals:
+            out["sse_over_json"][t] = vals
+    for t in ADDED_LATENCY:
+        vals = {}
+        for m in ("json", "sse"):
+            r, d = by.get((t, m, 1)), by.get(("direct", m, 1))
+            if r and d:
+                vals[m] = {q: round(r["latency_ms"][q] - d["latency_ms"][q], 3)
+                           for q in ("p50", "p99")}
+        if vals:
+            out["added_over_direct_c1_ms"][t] = vals
+    return out
+
+
+def _times(v: float) -> str:
+    x = "\u00d7"  # multiplication sign
+    return f"{v:.2f}{x}" if v < 10 else f"{v:.1f}{x}" if v < 100 else f"{v:.0f}{x}"
+
+
+def render_ratios(ratios: dict, cells: list[str]) -> list[str]:
+    if not any(ratios.values()):
+        return []
+    lines = ["## Ratios", ""]
+    if ratios["throughput"]:
+        lines += ["Requests/s of the first target over the second's, same mode and connections.",
+                  "",
+                  "| ratio | " + " | ".join(cells) + " |", "|---|" + "---:|" * len(cells)]
+        for name, vals in ratios["throughput"].items():
+            lines.append(f"| {name.replace('/', ' / ')} | "
+                         + " | ".join(_times(vals[c]) if c in vals else "—" for c in cells)
+                         + " |")
+        lines.append("")
+    for t, vals in ratios["sse_over_json"].items():
+        lines.append(f"- {t}, streaming / non-streaming requests/s: "
+                     + ", ".join(f"{_times(v)} at {c}" for c, v in vals.items()))
+    for t, vals in ratios["added_over_direct_c1_ms"].items():
+        lines.append(f"- {t}, latency added over direct at 1 connection: "
+                     + "; ".join(f"{m} p50 {v['p50']:+.3f} ms, p99 {v['p99']:+.3f} ms"
+                                 for m, v in vals.items()))
+    return [*lines, ""]
+
+
 def render_md(doc: dict) -> str:
     m, cfg = doc["machine"], doc["config"]
     rows = doc["results"]
@@ -838,16 +1001,22 @@ def render_md(doc: dict) -> str:
         cells = [rps_cell(by.get((t["name"], m_, c)))
                  for m_, c in (("json", 1), ("json", 32), ("sse", 1), ("sse", 32))]
         lines.append(f"| {t['name']} | " + " | ".join(cells) + f" | {t['about']} |")
+    lines.append("")
+    cells = sorted({(r["mode"], r["connections"]) for r in rows},
+                   key=lambda mc: (mc[0] != "json", mc[1]))
+    lines += render_ratios(compute_ratios(rows), [f"{m_} c={c}" for m_, c in cells])
     lines += [
-        "",
         "## All figures",
         "",
         "Latency in ms. *+p50* is the p50 added over `direct` at the same load. "
         "CPU is the target's CPU time over the run (100% = the whole of core 1) and per request. "
-        "*b share* is the share of requests the 10% upstream logged (expected share over the "
-        "user pool in brackets); *misrouted* counts requests whose upstream disagrees with the "
+        "*b share* is the share of requests the 10% upstream logged (expected share in "
+        "brackets: over the user pool for a hash rule, the weight for random routing); "
+        "*misrouted* counts requests whose upstream disagrees with the "
         "split rule, checked for every request from the upstream access logs (— : not "
-        "checked, when the target has no rule or does not pass x-user-id upstream). *other load* is the CPU "
+        "checked, when the target has no rule or does not pass x-user-id upstream; then the "
+        "b share must be within 4 binomial sigmas + 0.5 point of the expected one). "
+        "*other load* is the CPU "
         "that other processes on the machine (and the hypervisor, as steal) took during the run, "
         "in % of a core (⚠: above the threshold, that cell was disturbed by other work; cells "
         "are re-measured up to `retries` times and the least disturbed run is kept).",
@@ -987,6 +1156,10 @@ def main() -> int:
         if missing:
             skipped.append(f"{t.name} (cannot import {', '.join(missing)})")
             continue
+        absent = [f for f in t.files if not os.access(f, os.X_OK)]
+        if absent:
+            skipped.append(f"{t.name} (not installed: {', '.join(absent)})")
+            continue
         targets.append(t)
     if wanted:
         unknown = wanted - {t.name for t in TARGETS}
@@ -1035,12 +1208,12 @@ def main() -> int:
                     if t.start is not None:
                         env = dict(os.environ, BENCH_PORT=str(proxy_port), BENCH_SALT=ctx.salt,
                                    BENCH_UPSTREAM_A=ctx.url("a"), BENCH_UPSTREAM_B=ctx.url("b"),
-                                   PYTHONPATH=str(PROXIES), PYTHONDONTWRITEBYTECODE="1")
+                                   PYTHONPATH=str(PROXIES), PYTHONDONTWRITEBYTECODE="1", **t.env)
                         proc = Proc(t.start(ctx), core=PROXY_CORE, cwd=PROXIES, env=env,
                                     log=wd / f"{t.name}-{mode}.out")
                         started.append(proc)
                         port = proxy_port
-                        wait_port(port, proc, 20)
+                        wait_port(port, proc, t.start_timeout)
                     problems = preflight(t, port, stream)
                     if problems:
                         raise RuntimeError("answers wrong: " + "; ".join(problems))
@@ -1106,6 +1279,7 @@ def main() -> int:
     }
     if args.update:
         doc = merge_into(Path(f"{out}.json"), doc, wanted or set())
+    doc["ratios"] = compute_ratios(doc["results"])
     out.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{out}.json").write_text(json.dumps(doc, indent=2) + "\n")
     Path(f"{out}.md").write_text(render_md(doc))

@@ -5,7 +5,7 @@
 #                (no timing claims): writes bench/results/stack-smoke.{md,json}
 #   --help       all harness options (--only, --duration, --list, ...)
 # Installs what is missing: nginx, wrk (apt), and the Python candidates into
-# bench/.venv-stack (never into the system python).
+# bench/.venv-stack, LiteLLM into bench/.venv-litellm (never into the system python).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -50,6 +50,34 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$HERE/requirements-optional.txt" \
     || log "granian did not install: its target will be skipped"
   printf '%s' "$want" > "$stamp"
+fi
+
+# --- LiteLLM, the alternative, in a venv of its own ---------------------------------
+# Its dependency tree is large and pins its own versions of aiohttp & co: it must not
+# touch the candidates' pins. Reinstalled only when requirements-litellm.txt changes.
+# Only when this run may use it: no --only, or an --only naming litellm.
+want_litellm=1
+prev=""
+for arg in "$@"; do
+  case "$prev" in --only) case ",$arg," in *,litellm,*) ;; *) want_litellm=0 ;; esac ;; esac
+  case "$arg" in
+    --only=*) case ",${arg#--only=}," in *,litellm,*) ;; *) want_litellm=0 ;; esac ;;
+    --render|--render=*|--list|-h|--help) want_litellm=0 ;;
+  esac
+  prev="$arg"
+done
+LVENV="$ROOT/bench/.venv-litellm"
+lstamp="$LVENV/.litellm-requirements"
+lwant="$(cat "$HERE/requirements-litellm.txt")"
+if [ "$want_litellm" = 1 ] && { [ ! -f "$lstamp" ] || [ "$(cat "$lstamp")" != "$lwant" ]; }; then
+  log "installing LiteLLM into $LVENV (once; a few minutes)"
+  if { [ -x "$LVENV/bin/python" ] || "$PYTHON" -m venv "$LVENV"; } \
+     && printf '*\n' > "$LVENV/.gitignore" \
+     && "$LVENV/bin/python" -m pip install -q --disable-pip-version-check -r "$HERE/requirements-litellm.txt"; then
+    printf '%s' "$lwant" > "$lstamp"
+  else
+    log "LiteLLM did not install into $LVENV: the litellm target will be skipped"
+  fi
 fi
 
 # turnout itself, as the project is now (cheap when nothing changed).
