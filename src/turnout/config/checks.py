@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
+from turnout.config.experiment import ExperimentSpec
 from turnout.config.model import Config, Route
 from turnout.config.resilience import names as names_of
+from turnout.config.rollout import RolloutSpec
 from turnout.exceptions import FieldError
 
 WEIGHT_STEP = 0.01  # one bucket of 10,000 is 0.01 percent
@@ -105,19 +107,34 @@ def _variant_errors(route: Route, where: str, upstreams: set[str]) -> Iterator[F
             )
 
 
-def _rollout_errors(config: Config) -> Iterator[FieldError]:
+def _on_routes(
+    config: Config, kind: str, specs: Sequence[RolloutSpec | ExperimentSpec]
+) -> Iterator[tuple[str, RolloutSpec | ExperimentSpec, Route | None, FieldError | None]]:
+    """Each rollout or experiment with its route, and the problem with its name or
+    route if it has one (duplicate name, unknown route)."""
     routes = {r.name: r for r in config.routes}
     seen: set[str] = set()
-    for i, spec in enumerate(config.rollouts):
-        where = f"rollouts[{i}]"
+    for i, spec in enumerate(specs):
+        where = f"{kind}s[{i}]"
         if spec.name in seen:
-            yield FieldError(f"{where}.name", f"duplicate rollout name {spec.name!r}")
+            yield (
+                where,
+                spec,
+                None,
+                FieldError(f"{where}.name", f"duplicate {kind} name {spec.name!r}"),
+            )
         seen.add(spec.name)
         route = routes.get(spec.route)
-        if route is None:
-            yield FieldError(f"{where}.route", f"unknown route {spec.route!r}")
-            continue
-        yield from rollout_variant_errors(spec.stable, spec.candidate, route, where)
+        problem = None if route else FieldError(f"{where}.route", f"unknown route {spec.route!r}")
+        yield where, spec, route, problem
+
+
+def _rollout_errors(config: Config) -> Iterator[FieldError]:
+    for where, spec, route, problem in _on_routes(config, "rollout", config.rollouts):
+        if problem is not None:
+            yield problem
+        elif route is not None and isinstance(spec, RolloutSpec):
+            yield from rollout_variant_errors(spec.stable, spec.candidate, route, where)
 
 
 def rollout_variant_errors(
@@ -134,17 +151,14 @@ def rollout_variant_errors(
 
 
 def _experiment_errors(config: Config) -> Iterator[FieldError]:
-    routes = {r.name: r for r in config.routes}
-    seen: set[str] = set()
-    for i, spec in enumerate(config.experiments):
-        where = f"experiments[{i}]"
-        if spec.name in seen:
-            yield FieldError(f"{where}.name", f"duplicate experiment name {spec.name!r}")
-        seen.add(spec.name)
-        route = routes.get(spec.route)
-        if route is None:
-            yield FieldError(f"{where}.route", f"unknown route {spec.route!r}")
-        elif spec.control not in {v.name for v in route.variants}:
+    for where, spec, route, problem in _on_routes(config, "experiment", config.experiments):
+        if problem is not None:
+            yield problem
+        elif (
+            route is not None
+            and isinstance(spec, ExperimentSpec)
+            and spec.control not in {v.name for v in route.variants}
+        ):
             yield FieldError(
                 f"{where}.control", f"route {route.name!r} has no variant {spec.control!r}"
             )
