@@ -24,6 +24,17 @@ def cli(admin: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def serve(path: Path, *extra: str) -> subprocess.Popen[str]:
+    """`turnout serve` on the config at ``path``, output captured."""
+    return subprocess.Popen(
+        [*TURNOUT, "serve", "--config", str(path), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
 def wait_up(admin: str, proc: subprocess.Popen[str]) -> None:
     deadline = time.monotonic() + 20
     while cli(admin, "status").returncode != 0:
@@ -40,13 +51,7 @@ def test_operator_session(sim: RunningSimulator, tmp_path: Path) -> None:
     path = tmp_path / "turnout.yaml"
     path.write_text(yaml.safe_dump(config))
     admin = f"http://127.0.0.1:{admin_port}"
-    proc = subprocess.Popen(
-        [*TURNOUT, "serve", "--config", str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc = serve(path)
     try:
         wait_up(admin, proc)
         out = cli(admin, "status")
@@ -94,12 +99,7 @@ def test_operator_session(sim: RunningSimulator, tmp_path: Path) -> None:
         proc.wait(timeout=20)
 
     # Restarted on the same file: back on version 5, not on the file.
-    proc = subprocess.Popen(
-        [*TURNOUT, "serve", "--config", str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = serve(path)
     try:
         wait_up(admin, proc)
         assert "live config version 5" in cli(admin, "status").stdout

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -12,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import yaml
-from tests.cli.test_control_cli import TURNOUT, cli, wait_up
+from tests.cli.test_control_cli import TURNOUT, cli, serve, wait_up
 from tests.experiment.test_experiment import experiment_config
 from tests.gateway.test_workers import free_port
 
@@ -31,13 +30,7 @@ def test_analyst_reads_exports_and_stops_an_experiment(tmp_path: Path) -> None:
     path = tmp_path / "turnout.yaml"
     path.write_text(yaml.safe_dump(config))
     admin = f"http://127.0.0.1:{admin_port}"
-    proc = subprocess.Popen(
-        [*TURNOUT, "serve", "--config", str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc = serve(path)
     try:
         wait_up(admin, proc)
         deadline = time.monotonic() + 20

@@ -3,14 +3,12 @@ uses it: the controller lives in the supervisor, traffic on the workers."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import yaml
-from tests.cli.test_control_cli import TURNOUT, cli, wait_up
+from tests.cli.test_control_cli import cli, serve, wait_up
 from tests.gateway.test_workers import free_port
 from tests.rollout.conftest import canary, rollout_config
 
@@ -26,13 +24,7 @@ def test_operator_steers_a_rollout(sim: RunningSimulator, tmp_path: Path) -> Non
     path = tmp_path / "turnout.yaml"
     path.write_text(yaml.safe_dump(config))
     admin = f"http://127.0.0.1:{admin_port}"
-    proc = subprocess.Popen(
-        [*TURNOUT, "serve", "--config", str(path), "--workers", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc = serve(path, "--workers", "2")
     try:
         wait_up(admin, proc)
         deadline = time.monotonic() + 20

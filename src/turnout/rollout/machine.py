@@ -164,9 +164,7 @@ def _enter(
             events.append(Event("step", "preview segment now goes to the candidate"))
             traffic = True
         else:
-            window = spec.analysis.window
-            if isinstance(step, AnalysisStep):
-                window = step.analysis.window or window
+            window = _window(spec, state)
             background = isinstance(step, PauseStep) and spec.analysis.background
             due = now + window if isinstance(step, AnalysisStep) or background else None
             state = replace(
