@@ -37,6 +37,7 @@ from turnout.snapshot import Snapshot, build_snapshot
 from turnout.store.configs import ConfigStore
 from turnout.store.feedback import FeedbackStore
 from turnout.store.requestlog import RequestLog
+from turnout.store.shadow_samples import ShadowSampleStore
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -88,6 +89,7 @@ class ServingState:
     observer: Observer
     log: RequestLog | None
     feedback: FeedbackService
+    samples: ShadowSampleStore  # disagreeing shadow pairs
     health: HealthBook = field(default_factory=HealthBook)  # upstream ejection, this process
 
     @classmethod
@@ -109,7 +111,8 @@ class ServingState:
             log.start()
         feedback = FeedbackService(FeedbackStore(path), log, snapshot)
         spans = open_spans(config.tracing)
-        return cls(Observer(Registry(), log, config.metrics.enabled, spans), log, feedback)
+        observer = Observer(Registry(), log, config.metrics.enabled, spans)
+        return cls(observer, log, feedback, ShadowSampleStore(path))
 
     def log_counters(self) -> dict[str, int]:
         return self.log.counters() if self.log is not None else {}
@@ -120,6 +123,7 @@ class ServingState:
         if self.log is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.log.close)
         await self.feedback.close()
+        await asyncio.get_running_loop().run_in_executor(None, self.samples.close)
 
 
 async def start_admin(
@@ -212,6 +216,7 @@ async def start_one(
         observer=state.observer,
         feedback=state.feedback,
         health=state.health,
+        samples=state.samples,
     )
     ctx = AdminContext(
         snapshot=lambda: gateway.snapshot,

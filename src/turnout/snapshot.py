@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -25,6 +25,7 @@ from turnout.exceptions import ConfigError, FieldError
 from turnout.resilience.chains import RoutePolicy, compile_policy, ejection_policy
 from turnout.resilience.ejection import EjectionPolicy
 from turnout.routing import Router
+from turnout.shadow.plan import ShadowPlan, build_evaluators, compile_shadows
 
 # The OpenAI endpoints the gateway proxies, relative to an upstream's base URL.
 ENDPOINTS: tuple[str, ...] = ("chat/completions", "completions", "embeddings")
@@ -69,6 +70,10 @@ class Snapshot:
     body_sampling: Mapping[str, BodySampler]  # by route name; absent = never
     policies: Mapping[str, RoutePolicy]  # by route name: fallback chains, retries
     version_text: str  # the x-turnout-config-version header, rendered once
+    # by route name; only routes that have shadows
+    shadows: Mapping[str, tuple[ShadowPlan, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
     def with_version(self, version: int) -> Snapshot:
         return replace(self, version=version, version_text=str(version))
@@ -161,6 +166,42 @@ def _samplers(config: Config) -> dict[str, BodySampler]:
     return out
 
 
+async def _unreachable_judge(body: dict[str, Any]) -> str:
+    raise RuntimeError("evaluators built to validate a config never run")
+
+
+def _shadows(config: Config) -> dict[str, tuple[ShadowPlan, ...]]:
+    """Each route's shadows; their redaction hooks and evaluators (plug-ins, schemas)
+    are loaded here so that one that cannot be is refused with the config."""
+    out: dict[str, tuple[ShadowPlan, ...]] = {}
+    errors: list[FieldError] = []
+    for i, route in enumerate(config.routes):
+        if not route.shadows:
+            continue
+        hooks: dict[str, Redactor] = {}
+        for j, shadow in enumerate(route.shadows):
+            at = f"routes[{i}].shadows[{j}]"
+            spec = shadow.samples.redact
+            where = f"{at}.samples.redact"
+            if spec is None and route.log_bodies is not None:
+                spec, where = route.log_bodies.redact, f"routes[{i}].log_bodies.redact"
+            try:
+                if spec is not None:
+                    hooks[spec] = _redactor(spec, where)
+            except ConfigError as exc:
+                errors.extend(exc.errors)
+            for k, evaluator in enumerate(shadow.evaluators):
+                try:
+                    build_evaluators((evaluator,), lambda _: _unreachable_judge)
+                except (ValueError, RuntimeError) as exc:
+                    errors.append(FieldError(f"{at}.evaluators[{k}]", str(exc)))
+        if not errors:
+            out[route.name] = compile_shadows(route, hooks.get)
+    if errors:
+        raise ConfigError(errors)
+    return out
+
+
 def build_snapshot(
     config: Config,
     version: int = 0,
@@ -184,6 +225,10 @@ def build_snapshot(
         samplers = _samplers(config)
     except ConfigError as exc:
         errors.extend(exc.errors)
+    try:
+        shadows = _shadows(config)
+    except ConfigError as exc:
+        errors.extend(exc.errors)
     if errors:
         raise ConfigError(errors)
     return Snapshot(
@@ -200,4 +245,5 @@ def build_snapshot(
         body_sampling=MappingProxyType(samplers),
         policies=MappingProxyType({r.name: compile_policy(r, targets) for r in config.routes}),
         version_text=str(version),
+        shadows=MappingProxyType(shadows),
     )

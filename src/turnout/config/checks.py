@@ -49,12 +49,29 @@ def _route_errors(config: Config) -> Iterator[FieldError]:
         if route.match is None and catch_all is None:
             catch_all = route.name
         yield from _variant_errors(route, where, upstreams)
+        yield from _shadow_errors(route, where, upstreams)
 
 
 def _unknown(names: tuple[str, ...], where: str, upstreams: set[str]) -> Iterator[FieldError]:
     for name in names:
         if name not in upstreams:
             yield FieldError(where, f"unknown upstream {name!r}; known: {sorted(upstreams)}")
+
+
+def _shadow_errors(route: Route, where: str, upstreams: set[str]) -> Iterator[FieldError]:
+    # Shadow and variant names share one namespace: both label the same route's series.
+    taken = {v.name for v in route.variants}
+    for j, shadow in enumerate(route.shadows):
+        at = f"{where}.shadows[{j}]"
+        if shadow.name in taken:
+            yield FieldError(
+                f"{at}.name", f"{shadow.name!r} is already a variant or shadow of this route"
+            )
+        taken.add(shadow.name)
+        yield from _unknown((shadow.upstream,), f"{at}.upstream", upstreams)
+        for k, spec in enumerate(shadow.evaluators):
+            if spec.upstream is not None:
+                yield from _unknown((spec.upstream,), f"{at}.evaluators[{k}].upstream", upstreams)
 
 
 def _region_errors(config: Config) -> Iterator[FieldError]:

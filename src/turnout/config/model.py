@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from turnout.config.attributes import parse_attr, parse_template
+from turnout.config.attributes import parse_attr
 from turnout.config.base import Name, Strict
 from turnout.config.experiment import ExperimentSpec
 from turnout.config.match import Match
@@ -31,6 +31,7 @@ from turnout.config.resilience import (
     upstream_list,
 )
 from turnout.config.rollout import RolloutSpec, Segment
+from turnout.config.shadow import Shadow, SystemPrompt
 
 
 class Timeouts(Strict):
@@ -93,19 +94,6 @@ class Sticky(Strict):
     def _attrs(cls, v: list[str]) -> list[str]:
         for item in v:
             parse_attr(item)
-        return v
-
-
-class SystemPrompt(Strict):
-    """Replace, prepend to or append to the system prompt (chat requests only)."""
-
-    mode: Literal["replace", "prepend", "append"] = "replace"
-    template: str = Field(description="text with {{attr}}, {{route}}, {{variant}}, {{model}}")
-
-    @field_validator("template")
-    @classmethod
-    def _parses(cls, v: str) -> str:
-        parse_template(v)
         return v
 
 
@@ -175,6 +163,11 @@ class Route(Strict):
         default_factory=list,
         description="checked in order before the weights: a matching request gets the"
         " segment's variant (a preview, a beta group)",
+    )
+    shadows: list[Shadow] = Field(
+        default_factory=list,
+        description="variants that get a copy of (some) requests; their answers are"
+        " compared with the live ones, never returned",
     )
     log_bodies: BodySampling | None = None
     timeouts: RouteTimeouts = RouteTimeouts()

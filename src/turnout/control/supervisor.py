@@ -58,6 +58,7 @@ async def _serve_worker(
         observer=state.observer,
         feedback=state.feedback,
         health=state.health,
+        samples=state.samples,
     )
 
     async def answer(msg: dict[str, Any]) -> Any:

@@ -275,6 +275,8 @@ class Dispatcher:
             return Failure(UPSTREAM_ERROR, exc=bad)
         if x.request_body is not None:
             x.response_body = raw
+        if x.kept is not None:
+            x.kept.append(raw)
         return web.Response(
             status=status, body=raw, headers=headers, content_type="application/json"
         )
@@ -290,6 +292,7 @@ class Dispatcher:
         """Relay an SSE stream; (the response or a failure, whether it went well)."""
         tap = StreamTap(strip_usage)
         chunks = upstream.chunks().__aiter__()
+        kept = x.kept
         try:
             first = await chunks.__anext__()
             passed = tap.feed(first)
@@ -310,6 +313,8 @@ class Dispatcher:
             )
             return Failure(UPSTREAM_ERROR, exc=event), False
         x.first_chunk = perf_counter()
+        if kept is not None:
+            kept.append(first)
         out = web.StreamResponse(status=200, headers={**headers, **_SSE_HEADERS})
         ok = True
         try:
@@ -318,6 +323,8 @@ class Dispatcher:
                 if passed:
                     await out.write(passed)
                 async for chunk in chunks:
+                    if kept is not None:
+                        kept.append(chunk)
                     passed = tap.feed(chunk)
                     if passed:
                         await out.write(passed)

@@ -1,5 +1,8 @@
 """The request pipeline, in one place: parse → route → assign → transform → dispatch.
 
+Requests a route mirrors are also offered to its shadows (``shadow.mirror``), which
+never hold the request up.
+
 Every proxied request goes through ``Pipeline.proxy``. It reads the live snapshot
 once, so a config swap mid-request never mixes two versions. Errors at any stage
 are ``GatewayError``s turned into OpenAI-style responses by one handler.
@@ -30,6 +33,8 @@ from turnout.observe.observer import Observer
 from turnout.resilience import HealthBook
 from turnout.routing import RequestView, apply_variant
 from turnout.routing.request import as_text
+from turnout.routing.transform import ask_for_stream_usage
+from turnout.shadow.mirror import Live, Mirror, SampleSink
 from turnout.snapshot import Snapshot
 
 H_ROUTE = "x-turnout-route"
@@ -84,34 +89,27 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _ask_for_stream_usage(body: dict[str, Any], endpoint: str) -> bool:
-    """Ask the upstream for usage in the final chunk; True if the client did not ask."""
-    if endpoint == "embeddings":
-        return False
-    options = body.get("stream_options")
-    if isinstance(options, dict):
-        if options.get("include_usage") is True:
-            return False
-        body["stream_options"] = {**options, "include_usage": True}
-    else:
-        body["stream_options"] = {"include_usage": True}
-    return True
-
-
 class Pipeline:
     def __init__(
-        self, snapshot: Snapshot, transport: Transport, observer: Observer, health: HealthBook
+        self,
+        snapshot: Snapshot,
+        transport: Transport,
+        observer: Observer,
+        health: HealthBook,
+        samples: SampleSink | None = None,
     ) -> None:
         self.snapshot = snapshot  # swapped whole by the control plane, read once per request
         self.transport = transport
         self.observer = observer
         self.dispatcher = Dispatcher(transport, observer, health)
+        self.mirror = Mirror(transport, observer.registry, samples)
         self.ids = RequestIds()
 
     async def proxy(self, request: web.BaseRequest, endpoint: str) -> web.StreamResponse:
         snap = self.snapshot
         x = Exchange(self.ids.next(), time.time(), perf_counter())
         headers = {H_REQUEST_ID: x.request_id, H_CONFIG_VERSION: snap.version_text}
+        live: Live | None = None
         try:
             raw = await read_body(request, snap.max_body_bytes)
             body = parse_body(raw)
@@ -135,8 +133,11 @@ class Pipeline:
             self.observer.begin(x, variant.name, steps[0].target.name)
             x.stream = body.get("stream") is True
             x.operation = endpoint
+            shadows = snap.shadows.get(route.name)
+            if shadows is not None:
+                live = self.mirror.offer(shadows, snap, x, raw, view, endpoint, x.stream)
             strip_usage = (
-                x.stream and steps[0].target.stream_usage and _ask_for_stream_usage(body, endpoint)
+                x.stream and steps[0].target.stream_usage and ask_for_stream_usage(body, endpoint)
             )
             response = await self.dispatcher.run(
                 request, x, policy, chain, steps, body, headers, strip_usage
@@ -150,3 +151,5 @@ class Pipeline:
         finally:
             x.end = perf_counter()
             self.observer.finish(x, snap)
+            if live is not None:
+                self.mirror.settle(live, x)

@@ -22,6 +22,7 @@ from turnout.gateway.pipeline import Pipeline, parse_body, read_body
 from turnout.gateway.transport import AiohttpTransport, Transport
 from turnout.observe.observer import Observer
 from turnout.resilience import HealthBook
+from turnout.shadow.mirror import SampleSink
 from turnout.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -39,11 +40,16 @@ class Gateway:
         observer: Observer | None = None,
         feedback: FeedbackService | None = None,
         health: HealthBook | None = None,
+        samples: SampleSink | None = None,
     ) -> None:
         self.observer = observer if observer is not None else Observer()
         self.feedback = feedback
         self.pipeline = Pipeline(
-            snapshot, transport or AiohttpTransport(), self.observer, health or HealthBook()
+            snapshot,
+            transport or AiohttpTransport(),
+            self.observer,
+            health or HealthBook(),
+            samples,
         )
         p = self.pipeline
         self._routes: dict[tuple[str, str], Handler] = {
@@ -95,6 +101,7 @@ class Gateway:
         return web.Response(body=body, content_type="application/json")
 
     async def close(self) -> None:
+        await self.pipeline.mirror.close()
         await self.pipeline.transport.close()
 
 
@@ -143,8 +150,11 @@ async def serve_gateway(
     observer: Observer | None = None,
     feedback: FeedbackService | None = None,
     health: HealthBook | None = None,
+    samples: SampleSink | None = None,
 ) -> tuple[Gateway, RunningServer]:
-    gateway = Gateway(snapshot, observer=observer, feedback=feedback, health=health)
+    gateway = Gateway(
+        snapshot, observer=observer, feedback=feedback, health=health, samples=samples
+    )
     cfg = snapshot.config.gateway
     server = await start_http(
         gateway.handle,

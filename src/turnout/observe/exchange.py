@@ -68,6 +68,7 @@ class Exchange:
     fallbacks: int = 0  # moves to the next upstream of the variant's chain
     request_body: bytes | None = None  # only when body sampling picked this request
     response_body: bytes | None = None
+    kept: list[bytes] | None = None  # the live answer's bytes, kept when a shadow compares
 
     @property
     def total(self) -> float:

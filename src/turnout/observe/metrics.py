@@ -15,6 +15,7 @@ from typing import Any
 from turnout.observe.exchange import ERROR_CLASSES, ERROR_INDEX, Exchange
 from turnout.observe.sketch import DDSketch
 from turnout.observe.windows import Windowed
+from turnout.shadow.agreement import Tally
 
 FINE = 10.0  # seconds per fine slot
 WINDOWS: dict[str, float | None] = {"60s": 60.0, "300s": 300.0, "3600s": 3600.0, "cumulative": None}
@@ -248,6 +249,9 @@ class Registry:
     def __init__(self) -> None:
         self.variants: dict[tuple[str, str], Series] = {}
         self.upstreams: dict[str, Series] = {}
+        # Shadow calls, never in the series above: their numbers must not mix with live ones.
+        self.shadows: dict[tuple[str, str], Series] = {}
+        self.tallies: dict[tuple[str, str], Tally] = {}  # mirroring and agreement, cumulative
 
     def variant_series(self, route: str, variant: str, now: float) -> Series:
         key = (route, variant)
@@ -262,6 +266,20 @@ class Registry:
             series = self.upstreams[name] = Series(now)
         return series
 
+    def shadow_series(self, route: str, shadow: str, now: float) -> Series:
+        key = (route, shadow)
+        series = self.shadows.get(key)
+        if series is None:
+            series = self.shadows[key] = Series(now)
+        return series
+
+    def tally(self, route: str, shadow: str) -> Tally:
+        key = (route, shadow)
+        tally = self.tallies.get(key)
+        if tally is None:
+            tally = self.tallies[key] = Tally()
+        return tally
+
     def export(self, window: str, now: float) -> dict[str, Any]:
         """This process's numbers for one window, to merge with other processes'."""
         return {
@@ -272,6 +290,16 @@ class Registry:
             ],
             "upstreams": [
                 {"upstream": u, **_export(s, window, now)} for u, s in self.upstreams.items()
+            ],
+            # Tallies are cumulative whatever the window.
+            "shadows": [
+                {
+                    "route": r,
+                    "shadow": name,
+                    **_export(self.shadow_series(r, name, now), window, now),
+                    "tally": self.tally(r, name).to_dict(),
+                }
+                for r, name in self.shadows.keys() | self.tallies.keys()
             ],
         }
 
@@ -290,6 +318,8 @@ class Merged:
         self.sources = 0
         self.request_log = {"written": 0, "dropped": 0}
         self.health: dict[str, list[dict[str, Any]]] = {}  # upstream -> one view per process
+        self.shadows: dict[tuple[str, str], tuple[SeriesStats, float, int]] = {}
+        self.tallies: dict[tuple[str, str], Tally] = {}
 
     def add(self, export: Mapping[str, Any]) -> None:
         self.sources += 1
@@ -302,6 +332,15 @@ class Merged:
             _merge_into(self.upstreams, item["upstream"], item)
         for name, view in (export.get("upstream_health") or {}).items():
             self.health.setdefault(name, []).append(view)
+        for item in export.get("shadows") or ():
+            key = (item["route"], item["shadow"])
+            _merge_into(self.shadows, key, item)
+            tally = Tally.from_dict(item.get("tally") or {})
+            have = self.tallies.get(key)
+            if have is None:
+                self.tallies[key] = tally
+            else:
+                have.merge(tally)
 
     def variant_views(self) -> Iterator[tuple[tuple[str, str], dict[str, Any]]]:
         for key, (stats, span, in_flight) in self.variants.items():
@@ -309,6 +348,10 @@ class Merged:
 
     def upstream_views(self) -> Iterator[tuple[str, dict[str, Any]]]:
         for key, (stats, span, in_flight) in self.upstreams.items():
+            yield key, stats.view(span, in_flight)
+
+    def shadow_views(self) -> Iterator[tuple[tuple[str, str], dict[str, Any]]]:
+        for key, (stats, span, in_flight) in self.shadows.items():
             yield key, stats.view(span, in_flight)
 
 

@@ -6,7 +6,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from turnout.config.model import Config
+from turnout.config.shadow import Shadow
 from turnout.observe.metrics import WINDOWS, Merged, SeriesStats
+from turnout.shadow.agreement import Tally
 
 _ALIASES = {
     "60": "60s",
@@ -41,6 +43,24 @@ def health_summary(views: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _shadow_view(
+    merged: Merged,
+    views: dict[tuple[str, str], dict[str, Any]],
+    route: str,
+    shadow: Shadow,
+    empty: dict[str, Any],
+) -> dict[str, Any]:
+    key = (route, shadow.name)
+    tally = merged.tallies.get(key) or Tally()
+    return {
+        "shadow": shadow.name,
+        "upstream": shadow.upstream,
+        "percent": shadow.percent,
+        **views.get(key, empty),
+        "mirror": tally.view(),
+    }
+
+
 def stats_document(
     merged: Merged,
     config: Config,
@@ -64,6 +84,7 @@ def stats_document(
             "ci95": list(fb.ci95),
             "is_rate": fb.is_rate,
         }
+    shadow_views = dict(merged.shadow_views())
     routes = []
     for route in config.routes:
         variants = []
@@ -72,8 +93,16 @@ def stats_document(
             view = dict(views.get(key, empty))
             view["feedback"] = by_variant.get(key, {})
             variants.append({"variant": v.name, **view})
+        shadows = [_shadow_view(merged, shadow_views, route.name, s, empty) for s in route.shadows]
         routes.append(
-            {"route": route.name, "baseline": route.variants[0].name, "variants": variants}
+            {
+                "route": route.name,
+                "baseline": route.variants[0].name,
+                "variants": variants,
+                "shadows": shadows,
+                # What mirroring costs, kept apart from the variants' (live) cost.
+                "shadow_cost_usd": sum(s["cost_usd"] for s in shadows),
+            }
         )
     upstream_views = dict(merged.upstream_views())
     upstreams = [

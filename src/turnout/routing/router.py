@@ -14,6 +14,7 @@ from typing import Any
 
 from turnout.config.attributes import parse_attr, parse_template
 from turnout.config.model import Config, Route, Variant
+from turnout.config.shadow import Shadow
 from turnout.exceptions import InvalidRequest, NoRouteMatched
 from turnout.routing.bucketing import (
     BUCKETS,
@@ -74,11 +75,12 @@ class Decision:
     key: str | None = None  # the stickiness key's text, when one was present
 
 
-def _compile_variant(v: Variant, units: int) -> CompiledVariant:
+def compile_variant(v: Variant | Shadow, units: int) -> CompiledVariant:
+    """A variant's bundle, ready to apply; a shadow's too (its ``units`` unused)."""
     prompt = v.system_prompt
     return CompiledVariant(
         name=v.name,
-        upstream=v.upstreams[0],
+        upstream=v.upstream if isinstance(v, Shadow) else v.upstreams[0],
         units=units,
         model=v.model,
         params=MappingProxyType(dict(v.params)),
@@ -90,7 +92,7 @@ def _compile_variant(v: Variant, units: int) -> CompiledVariant:
 def compile_route(route: Route, index: int) -> CompiledRoute:
     weights = [100.0 if v.weight is None else v.weight for v in route.variants]
     units = weight_units(weights)
-    variants = tuple(_compile_variant(v, u) for v, u in zip(route.variants, units, strict=True))
+    variants = tuple(compile_variant(v, u) for v, u in zip(route.variants, units, strict=True))
     key_attrs = [route.sticky.key, *route.sticky.fallback]
     by_name = {v.name: v for v in variants}
     segments = tuple((compile_match(s.match).test, by_name[s.variant]) for s in route.segments)

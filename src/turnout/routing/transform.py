@@ -9,7 +9,7 @@ from turnout.config.attributes import AttrRef, Template
 from turnout.routing.request import RequestView, as_text, getter
 
 if TYPE_CHECKING:
-    from turnout.routing.router import Decision
+    from turnout.routing.router import CompiledVariant, Decision
 
 # A compiled template part: literal text, or a function of (request, names) giving text.
 Part = str | Callable[[RequestView, dict[str, str]], str]
@@ -57,7 +57,13 @@ def _apply_system_prompt(messages: list[Any], mode: str, text: str) -> None:
 
 def apply_variant(decision: Decision, body: dict[str, Any], view: RequestView) -> dict[str, Any]:
     """Apply overrides to ``body`` in place (the gateway owns the parsed body) and return it."""
-    variant = decision.variant
+    return apply_bundle(decision.variant, decision.route.name, body, view)
+
+
+def apply_bundle(
+    variant: CompiledVariant, route: str, body: dict[str, Any], view: RequestView
+) -> dict[str, Any]:
+    """A variant's (or a shadow's) model, params and system prompt, set in ``body``."""
     if variant.model is not None:
         body["model"] = variant.model
     if variant.params:
@@ -66,9 +72,24 @@ def apply_variant(decision: Decision, body: dict[str, Any], view: RequestView) -
         messages = body.get("messages")
         if isinstance(messages, list):
             names = {
-                "route": decision.route.name,
+                "route": route,
                 "variant": variant.name,
                 "model": as_text(body.get("model")) or "",
             }
             _apply_system_prompt(messages, variant.prompt_mode, render(variant.prompt, view, names))
     return body
+
+
+def ask_for_stream_usage(body: dict[str, Any], endpoint: str) -> bool:
+    """Ask the upstream for usage in a stream's final chunk; True if the client did not
+    ask for it itself (so the gateway removes that chunk before the client sees it)."""
+    if endpoint == "embeddings":
+        return False
+    options = body.get("stream_options")
+    if isinstance(options, dict):
+        if options.get("include_usage") is True:
+            return False
+        body["stream_options"] = {**options, "include_usage": True}
+    else:
+        body["stream_options"] = {"include_usage": True}
+    return True

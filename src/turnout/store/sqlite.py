@@ -159,6 +159,33 @@ MIGRATIONS: tuple[Migration, ...] = (
             " (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires REAL NOT NULL)",
         ),
     ),
+    Migration(
+        5,
+        "shadow disagreement samples",
+        (
+            # Pairs whose live and shadow answers disagreed, kept for a person to
+            # review. variant is the live variant; scores is a JSON object (evaluator
+            # name -> number or null). Texts are redacted and clipped before storing.
+            """CREATE TABLE shadow_samples (
+                id INTEGER PRIMARY KEY,
+                ts REAL NOT NULL,
+                route TEXT NOT NULL,
+                shadow TEXT NOT NULL,
+                variant TEXT NOT NULL,
+                request_id TEXT NOT NULL,
+                scores TEXT NOT NULL,
+                live_status INTEGER NOT NULL,
+                shadow_status INTEGER NOT NULL,
+                live_error TEXT,
+                shadow_error TEXT,
+                request TEXT,
+                live TEXT,
+                shadow_text TEXT
+            )""",
+            # Reading the newest of one pair, and pruning each pair to its newest N.
+            "CREATE INDEX shadow_samples_route_shadow ON shadow_samples (route, shadow, id)",
+        ),
+    ),
 )
 
 
