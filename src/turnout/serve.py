@@ -135,10 +135,12 @@ async def start_admin(
 ) -> Any:
     from aiohttp import web  # noqa: PLC0415
 
-    experiments = None
+    experiments = samples = None
     if plane is not None:
-        experiments = Experiments(plane, store_path(plane.snapshot.config, plane.base_dir))
-    app = admin_app(ctx, plane, rollouts, experiments)
+        path = store_path(plane.snapshot.config, plane.base_dir)
+        experiments = Experiments(plane, path)
+        samples = ShadowSampleStore(path)
+    app = admin_app(ctx, plane, rollouts, experiments, samples)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -33,6 +34,24 @@ def serve(path: Path, *extra: str) -> subprocess.Popen[str]:
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+def simulate(port: int) -> subprocess.Popen[bytes]:
+    """`turnout simulate` in its own process, returned once it accepts connections: a
+    synchronous test has no event loop of its own to run a simulator in."""
+    sim = subprocess.Popen(
+        [*TURNOUT, "simulate", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return sim
+        except OSError:
+            assert time.monotonic() < deadline and sim.poll() is None
+            time.sleep(0.1)
 
 
 def wait_up(admin: str, proc: subprocess.Popen[str]) -> None:

@@ -4,27 +4,19 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
 import yaml
-from tests.cli.test_control_cli import TURNOUT, cli, serve, wait_up
+from tests.cli.test_control_cli import cli, serve, simulate, wait_up
 from tests.experiment.test_experiment import experiment_config
 from tests.gateway.test_workers import free_port
 
 
 def test_analyst_reads_exports_and_stops_an_experiment(tmp_path: Path) -> None:
     admin_port, port, sim_port = free_port(), free_port(), free_port()
-    # The simulator in its own process: this test is synchronous, so no event loop of
-    # its own would answer while it runs.
-    sim = subprocess.Popen(
-        [*TURNOUT, "simulate", "--port", str(sim_port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    sim = simulate(sim_port)
     config = experiment_config(f"http://127.0.0.1:{sim_port}/v1")
     config["gateway"], config["admin"] = {"port": port}, {"port": admin_port}
     path = tmp_path / "turnout.yaml"
@@ -33,14 +25,6 @@ def test_analyst_reads_exports_and_stops_an_experiment(tmp_path: Path) -> None:
     proc = serve(path)
     try:
         wait_up(admin, proc)
-        deadline = time.monotonic() + 20
-        while True:  # the simulator is up when it accepts connections
-            try:
-                socket.create_connection(("127.0.0.1", sim_port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and sim.poll() is None
-                time.sleep(0.1)
         body = json.dumps({"model": "x", "messages": [{"role": "user", "content": "hi"}]})
         for i in range(40):
             req = urllib.request.Request(

@@ -175,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     from turnout.cli.experiment import add_experiment_commands  # noqa: PLC0415
 
     add_experiment_commands(sub, add_admin_args)
+    from turnout.cli.shadow import add_shadow_commands  # noqa: PLC0415
+
+    add_shadow_commands(sub, add_admin_args)
 
     s = sub.add_parser("serve", help="run the gateway from a config file")
     s.add_argument("--config", "-c", required=True)

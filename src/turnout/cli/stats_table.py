@@ -90,8 +90,17 @@ def _route_table(route: Mapping[str, Any], color: bool) -> str:
     if not variants:
         return f"{title}\n(no variants)"
     names = [str(v.get("variant", "?")) for v in variants]
-    rows = _rows(variants) + _feedback_rows(variants)
-    return _table(title, names, variants, base_index, rows, color)
+    # Shadows as further columns, read against the same baseline; their agreement
+    # with the live answers in rows of their own.
+    shadows = [_map(v) for v in _list(route.get("shadows"))]
+    names += [f"{s.get('shadow', '?')} (shadow)" for s in shadows]
+    series = variants + shadows
+    rows = _rows(series) + _feedback_rows(variants) + _shadow_rows(shadows)
+    table = _table(title, names, series, base_index, rows, color)
+    cost = _number(route.get("shadow_cost_usd"))
+    if shadows and cost is not None:
+        table += f"\nshadow cost (not in the variants' cost): {_usd(cost)}"
+    return table
 
 
 def _rows(series: Sequence[Series]) -> list[_Row]:
@@ -123,6 +132,50 @@ def _rows(series: Sequence[Series]) -> list[_Row]:
     ]
 
 
+def _shadow_rows(shadows: Sequence[Series]) -> list[_Row]:
+    if not shadows:
+        return []
+    rows = [
+        _Row("mirrored", _mirror("sent"), _count),
+        _Row("mirror dropped", _mirror("dropped"), _count),
+        _Row("pairs compared", _mirror("pairs"), _count),
+        _Row("disagreements", _mirror("disagreements"), _count),
+    ]
+    kinds: dict[str, bool] = {}
+    for s in shadows:
+        for name, stat in _map(_map(s.get("mirror")).get("agreement")).items():
+            kinds.setdefault(str(name), _map(stat).get("is_rate") is True)
+    for name, is_rate in kinds.items():
+        stat_of = _path("mirror", "agreement", name)
+        rows.append(
+            _Row(
+                f"agree: {_clean(name)}",
+                _mean_of(stat_of),
+                _percent1 if is_rate else _plain,
+                note=_ci_note(stat_of, _percent1_bare if is_rate else _plain),
+            )
+        )
+    return rows
+
+
+def _mean_of(stat_of: Callable[[Series], Mapping[str, Any]]) -> Callable[[Series], float | None]:
+    return lambda s: _number(stat_of(s).get("mean"))
+
+
+def _mirror(key: str) -> Callable[[Series], float | None]:
+    return lambda s: _number(_map(s.get("mirror")).get(key))
+
+
+def _path(*keys: str) -> Callable[[Series], Mapping[str, Any]]:
+    def get(s: Series) -> Mapping[str, Any]:
+        node: Mapping[str, Any] = s
+        for key in keys:
+            node = _map(node.get(key))
+        return node
+
+    return get
+
+
 def _feedback_rows(variants: Sequence[Series]) -> list[_Row]:
     """One row per feedback name any variant has, in order of first appearance."""
     kinds: dict[str, bool] = {}
@@ -138,7 +191,7 @@ def _feedback_rows(variants: Sequence[Series]) -> list[_Row]:
                 _percent1 if is_rate else _plain,
                 "pp" if is_rate else "abs",
                 -1,  # feedback: higher is better
-                note=_ci_note(name, _percent1_bare if is_rate else _plain),
+                note=_ci_note(_path("feedback", name), _percent1_bare if is_rate else _plain),
             )
         )
     return rows
@@ -271,9 +324,11 @@ def _feedback(name: str, key: str) -> Callable[[Series], float | None]:
     return lambda s: _number(_map(_map(s.get("feedback")).get(name)).get(key))
 
 
-def _ci_note(name: str, fmt: Callable[[float], str]) -> Callable[[Series], str]:
+def _ci_note(
+    stat_of: Callable[[Series], Mapping[str, Any]], fmt: Callable[[float], str]
+) -> Callable[[Series], str]:
     def note(s: Series) -> str:
-        stat = _map(_map(s.get("feedback")).get(name))
+        stat = stat_of(s)
         ci = stat.get("ci95")
         text = ""
         if isinstance(ci, list | tuple) and len(ci) == 2:

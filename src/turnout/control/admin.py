@@ -23,6 +23,7 @@ from turnout.control.experiment_api import add_experiment_routes
 from turnout.control.openapi import openapi
 from turnout.control.plane import ControlPlane
 from turnout.control.rollout_api import add_rollout_routes
+from turnout.control.shadow_api import add_shadow_routes
 from turnout.exceptions import ConfigError, GatewayError, InvalidRequest, NotFound
 from turnout.experiment.service import Experiments
 from turnout.gateway.errors import error_body
@@ -32,6 +33,7 @@ from turnout.observe.views import stats_document, window_name
 from turnout.resilience import HealthBook
 from turnout.rollout.controller import RolloutController
 from turnout.snapshot import Snapshot
+from turnout.store.shadow_samples import ShadowSampleStore
 
 PROMETHEUS_WINDOW = "300s"  # quantiles in /metrics cover the last five minutes
 
@@ -122,6 +124,7 @@ def admin_app(
     plane: ControlPlane | None = None,
     rollouts: RolloutController | None = None,
     experiments: Experiments | None = None,
+    samples: ShadowSampleStore | None = None,
 ) -> web.Application:
     @web.middleware
     async def errors_and_auth(
@@ -190,6 +193,8 @@ def admin_app(
         add_rollout_routes(app, rollouts)
     if experiments is not None:
         add_experiment_routes(app, experiments)
+    if samples is not None:
+        add_shadow_routes(app, samples, ctx.snapshot)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/admin/stats", get_stats)
     app.router.add_get("/metrics", metrics)

@@ -182,6 +182,20 @@ def openapi() -> dict[str, Any]:
                 ),
             )
         },
+        "/admin/shadows/{route}/samples": {
+            "get": _op(
+                "The newest stored disagreeing pairs of a route's shadows (redacted)",
+                parameters=[
+                    *_ROUTE,
+                    {"name": "shadow", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+                    },
+                ],
+            )
+        },
         "/admin/rollouts/{name}": {
             "get": _op(
                 "A rollout's step, time left, weights, latest verdicts and history",

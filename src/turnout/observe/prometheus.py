@@ -186,8 +186,12 @@ def render(cumulative: Mapping[str, Any], window: Mapping[str, Any]) -> str:
     out = _Exposition()
     variants = _join(_variant_series(cumulative), _variant_series(window))
     upstreams = _join(_upstream_series(cumulative), _upstream_series(window))
-    _series_families(out, "turnout_", "per route and variant", variants, feedback=True)
-    _series_families(out, "turnout_upstream_", "per upstream", upstreams, feedback=False)
+    shadows = _join(_shadow_series(cumulative), _shadow_series(window))
+    _series_families(out, "turnout_", "per route and variant", variants, kind="variant")
+    _series_families(out, "turnout_upstream_", "per upstream", upstreams, kind="upstream")
+    # Shadow calls under names of their own, so no sum over live series includes them.
+    _series_families(out, "turnout_shadow_", "per route and shadow", shadows, kind="shadow")
+    _mirror_families(out, shadows)
     log = _mapping(cumulative.get("request_log"))
     written, dropped = log.get("written"), log.get("dropped")
     for name, kind, help_text, value in (
@@ -200,7 +204,12 @@ def render(cumulative: Mapping[str, Any], window: Mapping[str, Any]) -> str:
 
 
 def _series_families(
-    out: _Exposition, prefix: str, per: str, series: list[_Pair], *, feedback: bool
+    out: _Exposition,
+    prefix: str,
+    per: str,
+    series: list[_Pair],
+    *,
+    kind: Literal["variant", "upstream", "shadow"],
 ) -> None:
     out.family(
         f"{prefix}requests_total",
@@ -247,7 +256,9 @@ def _series_families(
         f"Cost in US dollars {per}, from the configured per-model prices.",
         [("", labels, cum.get("cost_usd")) for labels, cum in _cum(series)],
     )
-    if not feedback:
+    if kind == "shadow":
+        return
+    if kind == "upstream":
         out.family(
             f"{prefix}ejected",
             "gauge",
@@ -290,6 +301,42 @@ def _series_families(
     ):
         samples = [("", labels, stat.get(field)) for labels, stat in stats]
         out.family(f"turnout_feedback_{field}", "gauge", help_text, samples)
+
+
+def _mirror_families(out: _Exposition, series: list[_Pair]) -> None:
+    tallies = [(labels, _mapping(cum.get("mirror"))) for labels, cum in _cum(series)]
+    out.family(
+        "turnout_shadow_mirror_total",
+        "counter",
+        "Requests chosen for mirroring per route and shadow, by outcome: selected, dropped"
+        " (the shadow's queue was full), sent, failed (the shadow call failed).",
+        [
+            ("", (*labels, ("outcome", outcome)), tally.get(outcome, 0))
+            for labels, tally in tallies
+            for outcome in ("selected", "dropped", "sent", "failed")
+        ],
+    )
+    for name, help_text in (
+        ("pairs", "Mirrored pairs compared (both answers known) per route and shadow."),
+        ("disagreements", "Compared pairs that disagree, per route and shadow."),
+    ):
+        out.family(
+            f"turnout_shadow_{name}_total",
+            "counter",
+            help_text,
+            [("", labels, tally.get(name, 0)) for labels, tally in tallies],
+        )
+    out.family(
+        "turnout_shadow_agreement_mean",
+        "gauge",
+        "Mean evaluator score of the compared pairs per route and shadow, by evaluator"
+        " (a proportion for 0/1 evaluators such as exact).",
+        [
+            ("", (*labels, ("evaluator", str(name))), _mapping(stat).get("mean"))
+            for labels, tally in tallies
+            for name, stat in _mapping(tally.get("agreement")).items()
+        ],
+    )
 
 
 _Sample = tuple[str, Labels, object]
@@ -405,6 +452,17 @@ def _variant_series(stats: Mapping[str, Any]) -> Iterator[tuple[Labels, Mapping[
             name = variant_map.get("variant")
             if isinstance(route_name, str) and isinstance(name, str):
                 yield (("route", route_name), ("variant", name)), variant_map
+
+
+def _shadow_series(stats: Mapping[str, Any]) -> Iterator[tuple[Labels, Mapping[str, Any]]]:
+    for route in stats.get("routes") or ():
+        route_map = _mapping(route)
+        route_name = route_map.get("route")
+        for shadow in route_map.get("shadows") or ():
+            shadow_map = _mapping(shadow)
+            name = shadow_map.get("shadow")
+            if isinstance(route_name, str) and isinstance(name, str):
+                yield (("route", route_name), ("shadow", name)), shadow_map
 
 
 def _upstream_series(stats: Mapping[str, Any]) -> Iterator[tuple[Labels, Mapping[str, Any]]]:
