@@ -304,3 +304,42 @@ def _all_bytes(folder: Path) -> bytes:
 
 def _profiles() -> dict[str, ModelProfile]:
     return {"m-live": LIVE, "m-same": SAME, "m-other": OTHER}
+
+
+def starts_alike(request_body: Any, live: str, shadow: str) -> bool:
+    """A user plug-in, named in config as tests.shadow.test_mirror_live:starts_alike."""
+    return live.split(maxsplit=1)[0] == shadow.split(maxsplit=1)[0]
+
+
+async def test_user_and_llm_judge_evaluators(upstream: RunningSimulator) -> None:
+    verdict = '{"agree": false, "score": 0.25, "reason": "different city"}'
+    upstream.set_profiles({**_profiles(), "m-judge": ModelProfile(answer=verdict)})
+    evaluators = [
+        {"type": "similarity"},
+        {"type": "python", "function": f"{__name__}:starts_alike"},
+        {"type": "llm_judge", "upstream": "sim", "model": "m-judge"},
+    ]
+    cfg = config(upstream.base_url, shadow(model="m-other", evaluators=evaluators))
+    async with gateway_for(cfg) as gw:
+        for i in range(3):
+            await gw.post("/v1/chat/completions", chat(), headers={"x-user-id": f"u{i}"})
+        await until(lambda: tally(gw).pairs == 3)
+    scores = tally(gw).scores
+    assert scores["starts_alike"].total == 0.0  # "the" vs "lyon"
+    assert scores["llm_judge"].count == 3 and scores["llm_judge"].total == 0.75
+    judged = [r.body for r in upstream.received if r.body.get("model") == "m-judge"]
+    assert len(judged) == 3
+    prompt = judged[0]["messages"][1]["content"]
+    assert "the capital of france is paris" in prompt and "lyon is a city" in prompt
+
+
+async def test_an_unloadable_plugin_refuses_the_config() -> None:
+    from turnout.exceptions import ConfigError  # noqa: PLC0415
+
+    plugin = {"type": "python", "function": "no_such_module:f"}
+    bad = shadow(evaluators=[{"type": "similarity"}, plugin])
+    with pytest.raises(ConfigError) as refused:
+        build_snapshot(config_from_mapping(config("http://127.0.0.1:9/v1", bad)))
+    (error,) = refused.value.errors
+    assert error.path == "routes[0].shadows[0].evaluators[1]"
+    assert "no_such_module" in error.message
