@@ -21,6 +21,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
         "requestlog.py",
         "observe_memory.py",
         "propagation.py",
+        "shadow.py",
     ],
 )
 def test_bench_runs_in_smoke_mode(script: str) -> None:

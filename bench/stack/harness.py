@@ -141,13 +141,15 @@ class Target:
     files: tuple[str, ...] = ()  # files (e.g. another venv's console script) it needs, else skipped
     env: dict[str, str] = dataclasses.field(default_factory=dict)  # extra environment
     start_timeout: float = 20.0  # seconds for it to listen
+    mirrored_to_b: bool = False  # b also gets a copy of every request (turnout's shadow)
 
 
 TARGETS: list[Target] = []
 
 
 def target(name, *, about, split=sha256_split, requires=(), smoke=True, variant_header="x-variant",
-           expected_b_share=None, exact_body=True, files=(), env=None, start_timeout=20.0):
+           expected_b_share=None, exact_body=True, files=(), env=None, start_timeout=20.0,
+           mirrored_to_b=False):
     """Register a target. The function gets a Ctx and returns the argv that starts it.
 
     The harness runs that argv pinned to the proxy core, with cwd=bench/stack/proxies
@@ -159,7 +161,7 @@ def target(name, *, about, split=sha256_split, requires=(), smoke=True, variant_
     def register(fn):
         TARGETS.append(Target(name, fn, about, split, tuple(requires), smoke, variant_header,
                               expected_b_share, exact_body, tuple(files), dict(env or {}),
-                              start_timeout))
+                              start_timeout, mirrored_to_b))
         return fn
 
     return register
@@ -249,10 +251,17 @@ def _aiohttp_httpx(ctx: Ctx) -> list[str]:
     return [ctx.python, "httpx_proxy.py"]
 
 
-# The gateway itself (run.sh installs the project into the bench venv). Four flavours,
+# The gateway itself (run.sh installs the project into the bench venv). Five flavours,
 # so that each feature's cost shows: all features on (metrics and request log), the
-# request log off, everything off, and two worker processes.
-def _turnout_config(ctx: Ctx, metrics: bool, request_log: bool) -> str:
+# request log off, everything off, all on plus a shadow mirroring every request, and
+# two worker processes.
+_SHADOW = """
+    shadows:
+      - {name: mirror, upstream: b}
+"""
+
+
+def _turnout_config(ctx: Ctx, metrics: bool, request_log: bool, shadow: bool = False) -> str:
     return ctx.write("turnout.yaml", f"""
 version: 1
 gateway: {{host: 127.0.0.1, port: {ctx.port}}}
@@ -270,21 +279,29 @@ routes:
     variants:
       - {{name: a, upstream: a, weight: 90}}
       - {{name: b, upstream: b, weight: 10}}
-""")
+{_SHADOW if shadow else ""}""")
 
 
-def _turnout_target(name: str, about: str, metrics: bool, log: bool, workers: int = 1) -> None:
+def _turnout_target(
+    name: str, about: str, metrics: bool, log: bool, workers: int = 1, shadow: bool = False
+) -> None:
     def start(ctx: Ctx) -> list[str]:
-        cfg = _turnout_config(ctx, metrics, log)
+        cfg = _turnout_config(ctx, metrics, log, shadow)
         return [ctx.bin("turnout"), "serve", "--config", cfg, "--workers", str(workers),
                 "--from-file"]
 
-    target(name, about=about, requires=["turnout"], variant_header="x-turnout-variant")(start)
+    target(name, about=about, requires=["turnout"], variant_header="x-turnout-variant",
+           mirrored_to_b=shadow)(start)
 
 
 _turnout_target("turnout", "turnout, 1 worker: metrics and request log on", True, True)
 _turnout_target("turnout-nolog", "turnout, 1 worker: metrics on, request log off", True, False)
 _turnout_target("turnout-bare", "turnout, 1 worker: metrics and request log off", False, False)
+_turnout_target(
+    "turnout-shadow",
+    "turnout, 1 worker: metrics and request log on, every request mirrored to a shadow on b",
+    True, True, shadow=True,
+)
 _turnout_target("turnout-2w", "turnout, 2 workers (both pinned to the proxy core)", True, True, 2)
 
 
@@ -660,6 +677,8 @@ def summarise_split(t: Target, counts: dict[str, Counter]) -> dict:
     out["unidentified"] = unknown
     pool = [t.split(f"user-{i}") for i in range(USERS)]
     out["expected_b_share"] = pool.count("b") / USERS
+    if t.mirrored_to_b:  # b logs its own share of the requests plus a copy of each
+        out["expected_b_share"] = (out["expected_b_share"] + 1) / 2
     return out
 
 

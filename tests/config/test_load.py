@@ -545,3 +545,27 @@ def test_python_field_names_are_not_yaml_keys(python_name: str) -> None:
     with pytest.raises(ConfigError) as caught:
         config_from_mapping(doc)
     assert any(python_name in str(e) for e in caught.value.errors)
+
+
+def test_yaml_on_off_yes_no_are_strings_not_booleans() -> None:
+    # YAML 1.1 would read the key `on` as True and refuse the retry block.
+    text = """
+upstreams: [{name: a, base_url: "http://a"}]
+routes:
+  - name: r
+    variants: [{name: v, upstream: a}]
+    retry: {on: [timeout], max_retries: 1}
+    shadows:
+      - name: s
+        upstream: a
+        samples: {on: exact, keep: 5}
+        params: {mode: yes}
+"""
+    config = config_from_text(text)
+    route = config.routes[0]
+    assert list(route.retry.on) == ["timeout"]
+    assert route.shadows[0].samples.on == "exact"
+    assert route.shadows[0].params == {"mode": "yes"}
+    assert config_from_text(text.replace("mode: yes", "mode: true")).routes[0].shadows[
+        0
+    ].params == {"mode": True}

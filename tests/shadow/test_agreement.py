@@ -102,6 +102,7 @@ def test_record_pair_and_view() -> None:
         "sent": 8,
         "failed": 1,
         "pairs": 3,
+        "abandoned": 0,
         "disagreements": 2,
         "samples_kept": 1,
         "samples_dropped": 1,

@@ -343,3 +343,28 @@ async def test_an_unloadable_plugin_refuses_the_config() -> None:
     (error,) = refused.value.errors
     assert error.path == "routes[0].shadows[0].evaluators[1]"
     assert "no_such_module" in error.message
+
+
+async def test_match_sees_the_clients_request_not_the_variants(
+    upstream: RunningSimulator,
+) -> None:
+    # The live variant sends model m-live upstream; the client asked for "any".
+    by_model = shadow(match={"attr": "body:model", "equals": "any"})
+    async with gateway_for(config(upstream.base_url, by_model)) as gw:
+        await gw.post("/v1/chat/completions", chat())
+        await until(lambda: tally(gw).pairs == 1)
+        assert tally(gw).selected == 1
+
+
+async def test_a_client_that_leaves_mid_stream_is_not_compared(
+    upstream: RunningSimulator,
+) -> None:
+    slow = ModelProfile(answer="one two three four five six", tokens_per_second=20)
+    upstream.set_profiles({**_profiles(), "m-live": slow})
+    async with gateway_for(config(upstream.base_url, shadow())) as gw:
+        body = chat(stream=True)
+        async with gw.http.post(f"{gw.url}/v1/chat/completions", json=body) as resp:
+            assert resp.status == 200
+            await resp.content.readany()  # the first chunk, then leave
+        await until(lambda: tally(gw).abandoned == 1)
+        assert tally(gw).pairs == 0 and tally(gw).disagreements == 0

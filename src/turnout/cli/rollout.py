@@ -11,6 +11,7 @@ import yaml
 
 from turnout.cli.admin_client import admin_request
 from turnout.cli.control import actor
+from turnout.config.load import load_yaml
 from turnout.config.rollout import RolloutSpec
 from turnout.exceptions import ConfigError
 from turnout.rollout.controller import parse_spec
@@ -99,7 +100,7 @@ def _status(args: argparse.Namespace) -> int:
 
 def _start(args: argparse.Namespace) -> int:
     try:
-        document = yaml.safe_load(Path(args.file).read_text(encoding="utf-8"))
+        document = load_yaml(Path(args.file).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise SystemExit(f"turnout: cannot read {args.file}: {exc}") from None
     try:

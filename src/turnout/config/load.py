@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -49,9 +50,29 @@ def config_from_mapping(data: Any) -> Config:
     return config
 
 
+class YamlLoader(yaml.SafeLoader):
+    """Safe YAML with YAML 1.2's booleans: only true and false. YAML 1.1 also reads on,
+    off, yes and no as booleans, which turns keys such as ``retry: {on: [...]}`` and
+    ``samples: {on: similarity}`` into ``True``."""
+
+
+YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse config YAML (see ``YamlLoader``); raises yaml.YAMLError."""
+    return yaml.load(text, Loader=YamlLoader)  # a SafeLoader subclass: safe
+
+
 def config_from_text(text: str, source: str = "<config>") -> Config:
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError.single("", f"{source} is not valid YAML: {exc}") from None
     except RecursionError:

@@ -341,7 +341,8 @@ class Dispatcher:
                 await out.write(stream_error_event(exc))
             await out.write_eof()
         except (ConnectionResetError, ConnectionError):
-            pass  # the client went away; closing the upstream below stops the generation
+            # The client went away; closing the upstream below stops the generation.
+            x.client_gone = True
         finally:
             x.upstream_done = perf_counter()
             x.input_tokens = tap.input_tokens

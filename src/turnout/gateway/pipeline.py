@@ -120,12 +120,16 @@ class Pipeline:
             decision = snap.router.assign(route, view)
             variant = decision.variant
             headers[H_VARIANT] = variant.name
+            x.key = decision.key
+            shadows = snap.shadows.get(route.name)
+            if shadows is not None:
+                # Before the variant's changes: a shadow's match sees the client's request.
+                live = self.mirror.offer(shadows, snap, x, raw, view, endpoint, variant.name)
             apply_variant(decision, body, view)
             policy = snap.policies[route.name]
             chain = policy.chains[variant.name]
             region = policy.region(view) if policy.region is not None else None
             steps = chain.steps(region if isinstance(region, str) else None)
-            x.key = decision.key
             x.model = as_text(body.get("model"))
             sampler = snap.body_sampling.get(route.name)
             if sampler is not None and random() < sampler.rate:
@@ -133,9 +137,6 @@ class Pipeline:
             self.observer.begin(x, variant.name, steps[0].target.name)
             x.stream = body.get("stream") is True
             x.operation = endpoint
-            shadows = snap.shadows.get(route.name)
-            if shadows is not None:
-                live = self.mirror.offer(shadows, snap, x, raw, view, endpoint, x.stream)
             strip_usage = (
                 x.stream and steps[0].target.stream_usage and ask_for_stream_usage(body, endpoint)
             )
@@ -148,6 +149,9 @@ class Pipeline:
             x.status = exc.status
             x.error_class = error_class_of(exc)
             return error_response(exc, headers)
+        except asyncio.CancelledError:
+            x.client_gone = True  # the server cancels the handler of a client that left
+            raise
         finally:
             x.end = perf_counter()
             self.observer.finish(x, snap)

@@ -69,6 +69,7 @@ class Exchange:
     request_body: bytes | None = None  # only when body sampling picked this request
     response_body: bytes | None = None
     kept: list[bytes] | None = None  # the live answer's bytes, kept when a shadow compares
+    client_gone: bool = False  # the client left before the end of the response
 
     @property
     def total(self) -> float:

@@ -30,6 +30,7 @@ COUNTERS = (
     "sent",
     "failed",
     "pairs",
+    "abandoned",
     "disagreements",
     "samples_kept",
     "samples_dropped",
@@ -136,6 +137,7 @@ class Tally:
     sent: int = 0  # shadow calls made
     failed: int = 0  # shadow calls that failed (any error class)
     pairs: int = 0  # live and shadow answers both known and evaluated
+    abandoned: int = 0  # not compared: the live client left before the end of its answer
     disagreements: int = 0
     samples_kept: int = 0  # disagreeing pairs handed to the sample store
     samples_dropped: int = 0  # disagreeing pairs not stored (queue full, redaction failed)

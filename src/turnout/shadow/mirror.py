@@ -54,6 +54,7 @@ log = logging.getLogger("turnout.shadow")
 
 LIVE_WAIT = 900.0  # seconds a finished shadow call waits for its live answer, at most
 SAMPLE_QUEUE = 256  # disagreeing pairs waiting for the store; more are dropped
+CLIENT_GONE = "client_gone"  # settled by a live request whose client left mid-answer
 
 
 class SampleSink(Protocol):
@@ -110,9 +111,10 @@ class Mirror:
         raw: bytes,
         view: RequestView,
         endpoint: str,
-        stream: bool,
+        variant: str,
     ) -> Live | None:
-        """Mirror the request to each shadow that chooses it; the Live to settle, or None."""
+        """Mirror the request to each shadow that chooses it; the Live to settle, or None.
+        ``view`` is the client's request, before the live variant changed its body."""
         live: Live | None = None
         for plan in plans:
             if self._closed or not chosen(plan, view, x.key, _draw):
@@ -128,9 +130,9 @@ class Mirror:
             if live is None:
                 live = Live(
                     x.request_id,
-                    x.variant or "",
+                    variant,
                     endpoint,
-                    stream,
+                    view.body.get("stream") is True,
                     raw,
                     view,
                     [],
@@ -145,9 +147,10 @@ class Mirror:
         return live
 
     def settle(self, live: Live, x: Exchange) -> None:
-        """The live request is over: its answer is in ``live.kept``."""
+        """The live request is over: its answer is in ``live.kept``. A client that left
+        mid-stream took a cut-short answer: no fair comparison, so none is made."""
         if not live.done.done():
-            live.done.set_result((x.status, x.error_class))
+            live.done.set_result((x.status, CLIENT_GONE if x.client_gone else x.error_class))
 
     # -- off the request path -----------------------------------------------------
 
@@ -183,6 +186,7 @@ class Mirror:
         tally.sent += 1
         body: dict[str, Any] = {}
         reply: Reply | None = None
+        cancelled = False
         try:
             parsed = orjson.loads(live.raw)  # a fresh copy: the live side changed its own
             body = parsed if isinstance(parsed, dict) else {}
@@ -194,16 +198,20 @@ class Mirror:
             reply = await self._send(target, x, orjson.dumps(body))
         except GatewayError as exc:
             x.status, x.error_class = exc.status, error_class_of(exc)
+        except asyncio.CancelledError:
+            cancelled = True  # shutting down: neither a success nor the shadow's failure
+            raise
         except Exception as exc:  # never let a shadow's surprise escape; count it
             log.warning("shadow %s/%s call failed: %r", plan.route, plan.name, exc)
             x.error_class = UPSTREAM_ERROR
         finally:
             x.end = perf_counter()
             series.in_flight -= 1
-            if x.error_class is not None:
-                tally.failed += 1
-            cost = snap.cost_nano(x.model, x.input_tokens, x.output_tokens)
-            series.record(x, cost, x.end)
+            if not cancelled:
+                if x.error_class is not None:
+                    tally.failed += 1
+                cost = snap.cost_nano(x.model, x.input_tokens, x.output_tokens)
+                series.record(x, cost, x.end)
         ok = x.error_class is None and reply is not None
         text = reply.text if ok and reply is not None else None
         return Answer(text, x.status, x.error_class), body
@@ -244,6 +252,9 @@ class Mirror:
             async with asyncio.timeout(LIVE_WAIT):
                 status, error_class = await live.done
         except TimeoutError:
+            return
+        if error_class == CLIENT_GONE:
+            self.registry.tally(plan.route, plan.name).abandoned += 1
             return
         if error_class is None and status < 400:
             raw = b"".join(live.kept)
