@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 import pytest
@@ -65,14 +66,8 @@ def tally(gw: Running, name: str = "sh") -> Any:
 
 def stats(gw: Running) -> dict[str, Any]:
     merged = Merged()
-    merged.add(gw.gateway.observer.registry.export("cumulative", _now()))
+    merged.add(gw.gateway.observer.registry.export("cumulative", perf_counter()))
     return stats_document(merged, gw.gateway.snapshot.config, "cumulative", generated_at=0.0)
-
-
-def _now() -> float:
-    from time import perf_counter  # noqa: PLC0415
-
-    return perf_counter()
 
 
 async def test_a_mirrored_request_reaches_the_shadow_and_the_client_gets_the_live_answer(
@@ -196,7 +191,7 @@ async def test_a_hanging_shadow_does_not_hold_the_client(upstream: RunningSimula
             assert status == 200
             assert body["choices"][0]["message"]["content"] == "the capital of france is paris"
         # Every client answer came back while the shadow calls were still hanging.
-        series = gw.gateway.observer.registry.shadow_series("main", "sh", _now())
+        series = gw.gateway.observer.registry.shadow_series("main", "sh", perf_counter())
         assert series.in_flight == 3
         assert tally(gw).pairs == 0
     # Closing the gateway cancelled them rather than waiting.

@@ -184,9 +184,9 @@ _Pair = tuple[Labels, Mapping[str, Any] | None, Mapping[str, Any] | None]
 def render(cumulative: Mapping[str, Any], window: Mapping[str, Any]) -> str:
     """The exposition text for one scrape: every family once, HELP and TYPE first."""
     out = _Exposition()
-    variants = _join(_variant_series(cumulative), _variant_series(window))
+    variants = _join(_route_series(cumulative, "variant"), _route_series(window, "variant"))
     upstreams = _join(_upstream_series(cumulative), _upstream_series(window))
-    shadows = _join(_shadow_series(cumulative), _shadow_series(window))
+    shadows = _join(_route_series(cumulative, "shadow"), _route_series(window, "shadow"))
     _series_families(out, "turnout_", "per route and variant", variants, kind="variant")
     _series_families(out, "turnout_upstream_", "per upstream", upstreams, kind="upstream")
     # Shadow calls under names of their own, so no sum over live series includes them.
@@ -441,28 +441,20 @@ def _cum(series: list[_Pair]) -> Iterator[tuple[Labels, Mapping[str, Any]]]:
     return ((labels, cum) for labels, cum, _ in series if cum is not None)
 
 
-def _variant_series(stats: Mapping[str, Any]) -> Iterator[tuple[Labels, Mapping[str, Any]]]:
-    # A series without a name cannot be told apart from others: it is skipped rather
-    # than exported under a made-up label such as "None".
+def _route_series(
+    stats: Mapping[str, Any], kind: Literal["variant", "shadow"]
+) -> Iterator[tuple[Labels, Mapping[str, Any]]]:
+    """Each route's variants (or shadows), labelled by route and name. A series without
+    a name cannot be told apart from others: it is skipped rather than exported under a
+    made-up label such as "None"."""
     for route in stats.get("routes") or ():
         route_map = _mapping(route)
         route_name = route_map.get("route")
-        for variant in route_map.get("variants") or ():
-            variant_map = _mapping(variant)
-            name = variant_map.get("variant")
+        for item in route_map.get(f"{kind}s") or ():
+            item_map = _mapping(item)
+            name = item_map.get(kind)
             if isinstance(route_name, str) and isinstance(name, str):
-                yield (("route", route_name), ("variant", name)), variant_map
-
-
-def _shadow_series(stats: Mapping[str, Any]) -> Iterator[tuple[Labels, Mapping[str, Any]]]:
-    for route in stats.get("routes") or ():
-        route_map = _mapping(route)
-        route_name = route_map.get("route")
-        for shadow in route_map.get("shadows") or ():
-            shadow_map = _mapping(shadow)
-            name = shadow_map.get("shadow")
-            if isinstance(route_name, str) and isinstance(name, str):
-                yield (("route", route_name), ("shadow", name)), shadow_map
+                yield (("route", route_name), (kind, name)), item_map
 
 
 def _upstream_series(stats: Mapping[str, Any]) -> Iterator[tuple[Labels, Mapping[str, Any]]]:

@@ -42,13 +42,15 @@ from turnout.observe.metrics import Registry
 from turnout.routing.bucketing import BUCKETS
 from turnout.routing.request import RequestView, as_text
 from turnout.routing.transform import apply_bundle, ask_for_stream_usage
-from turnout.shadow.agreement import Tally, disagrees
+from turnout.shadow.agreement import disagrees
 from turnout.shadow.answers import Reply, read_body, read_stream
 from turnout.shadow.evaluators import Answer, Evaluator, evaluate_all
 from turnout.shadow.judge_llm import Ask
 from turnout.shadow.plan import ShadowPlan, build_evaluators, chosen
 from turnout.snapshot import Snapshot, UpstreamTarget
 from turnout.store.shadow_samples import DiffSample
+
+__all__ = ["Live", "Mirror", "SampleSink"]
 
 log = logging.getLogger("turnout.shadow")
 
@@ -378,6 +380,3 @@ def _by_plan(
     for plan, sample in batch:
         groups.setdefault(id(plan), (plan, []))[1].append(sample)
     return list(groups.values())
-
-
-__all__ = ["Live", "Mirror", "SampleSink", "Tally"]
