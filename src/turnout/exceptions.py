@@ -10,6 +10,7 @@
         ├── MethodNotAllowed    405   a known path with the wrong method
         ├── Conflict            409   a change to a locked route
         ├── PayloadTooLarge     413   body over ``gateway.max_body_bytes``
+        ├── HeadersTooLarge     431   request line and headers over 64 KiB
         ├── UpstreamFailed      502   refused connection, reset, garbage answer
         └── UpstreamTimeout     504   an upstream timeout elapsed
 
@@ -109,6 +110,12 @@ class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
     code = "payload_too_large"
+
+
+class HeadersTooLarge(GatewayError):
+    status = 431
+    type = "invalid_request_error"
+    code = "headers_too_large"
 
 
 class UpstreamFailed(GatewayError):

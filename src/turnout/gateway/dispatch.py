@@ -22,10 +22,10 @@ from time import perf_counter
 from typing import Any
 
 import orjson
-from aiohttp import web
 
 from turnout.exceptions import GatewayError, UpstreamFailed
 from turnout.gateway.errors import stream_error_event
+from turnout.gateway.http1 import Request, Response, StreamResponse
 from turnout.gateway.sse import StreamTap
 from turnout.gateway.transport import Transport, UpstreamResponse
 from turnout.observe.exchange import (
@@ -44,7 +44,6 @@ H_UPSTREAM = "x-turnout-upstream"
 H_ATTEMPTS = "x-turnout-attempts"
 H_SHOULD_RETRY = "x-should-retry"
 _SSE_HEADERS = {"content-type": "text/event-stream", "cache-control": "no-cache"}
-_JSON = "application/json"
 _ATTEMPTS = tuple(str(n) for n in range(64))  # header values, rendered once
 
 
@@ -79,7 +78,7 @@ def _retry_after(upstream: UpstreamResponse) -> float | None:
 
 def _relay_error(
     x: Exchange, status: int, raw: bytes, headers: dict[str, str], hints: dict[str, str] | None
-) -> web.Response:
+) -> Response:
     """Pass an upstream's error on as it came, if it is an OpenAI-style error body,
     with its rate-limit hints; any other error body is a bad response (502)."""
     try:
@@ -94,7 +93,7 @@ def _relay_error(
     headers[H_SHOULD_RETRY] = "false"
     if hints:
         headers.update(hints)
-    return web.Response(status=status, body=raw, headers=headers, content_type=_JSON)
+    return Response(status, raw, headers)
 
 
 def usage_into(parsed: Any, x: Exchange) -> None:
@@ -140,7 +139,7 @@ class Dispatcher:
 
     async def run(
         self,
-        request: web.BaseRequest,
+        request: Request,
         x: Exchange,
         policy: RoutePolicy,
         chain: Chain,
@@ -148,7 +147,7 @@ class Dispatcher:
         body: dict[str, Any],
         headers: dict[str, str],
         strip_usage: bool,
-    ) -> web.StreamResponse:
+    ) -> Response | StreamResponse:
         """Answer the request from the first step that succeeds; the last failure
         otherwise (relayed, or raised as a GatewayError)."""
         now = x.start
@@ -199,7 +198,7 @@ class Dispatcher:
                     continue
             return self._give_up(x, result, headers)
 
-    def _give_up(self, x: Exchange, failure: Failure, headers: dict[str, str]) -> web.Response:
+    def _give_up(self, x: Exchange, failure: Failure, headers: dict[str, str]) -> Response:
         x.error_class = failure.error_class
         if failure.exc is not None:
             raise failure.exc
@@ -207,14 +206,14 @@ class Dispatcher:
 
     async def _attempt(
         self,
-        request: web.BaseRequest,
+        request: Request,
         x: Exchange,
         step: Step,
         payload: bytes,
         headers: dict[str, str],
         deadline: float | None,
         strip_usage: bool,
-    ) -> web.StreamResponse | Failure:
+    ) -> Response | StreamResponse | Failure:
         """One call to one upstream; its outcome is reported to the upstream's health
         (a reserved half-open probe is released if the call ends without one)."""
         target = step.target
@@ -235,12 +234,12 @@ class Dispatcher:
                 ok = False
                 return Failure(error_class_of(exc), exc=exc)
             if x.stream and upstream.status == 200 and upstream.content_type == "text/event-stream":
-                result, ok = await self._stream(request, x, upstream, headers, strip_usage)
-                return result
-            result = await self._whole(x, upstream, headers)
+                streamed, ok = await self._stream(request, x, upstream, headers, strip_usage)
+                return streamed
+            whole = await self._whole(x, upstream, headers)
             # A client's 4xx says nothing of the upstream's health: it answered.
-            ok = not isinstance(result, Failure)
-            return result
+            ok = not isinstance(whole, Failure)
+            return whole
         finally:
             end = perf_counter()
             if ok is None:
@@ -252,7 +251,7 @@ class Dispatcher:
 
     async def _whole(
         self, x: Exchange, upstream: UpstreamResponse, headers: dict[str, str]
-    ) -> web.Response | Failure:
+    ) -> Response | Failure:
         try:
             raw = await upstream.read()
         except GatewayError as exc:
@@ -277,18 +276,16 @@ class Dispatcher:
             x.response_body = raw
         if x.kept is not None:
             x.kept.append(raw)
-        return web.Response(
-            status=status, body=raw, headers=headers, content_type="application/json"
-        )
+        return Response(status, raw, headers)
 
     async def _stream(
         self,
-        request: web.BaseRequest,
+        request: Request,
         x: Exchange,
         upstream: UpstreamResponse,
         headers: dict[str, str],
         strip_usage: bool,
-    ) -> tuple[web.StreamResponse | Failure, bool]:
+    ) -> tuple[StreamResponse | Failure, bool]:
         """Relay an SSE stream; (the response or a failure, whether it went well)."""
         tap = StreamTap(strip_usage)
         chunks = upstream.chunks().__aiter__()
@@ -315,7 +312,7 @@ class Dispatcher:
         x.first_chunk = perf_counter()
         if kept is not None:
             kept.append(first)
-        out = web.StreamResponse(status=200, headers={**headers, **_SSE_HEADERS})
+        out = StreamResponse(status=200, headers={**headers, **_SSE_HEADERS})
         ok = True
         try:
             await out.prepare(request)

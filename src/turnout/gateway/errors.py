@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import orjson
-from aiohttp import web
 
 from turnout.exceptions import GatewayError
+from turnout.gateway.http1 import Response
 
 
 def error_body(message: str, type_: str, code: str, param: str | None = None) -> bytes:
@@ -16,14 +16,13 @@ def error_body(message: str, type_: str, code: str, param: str | None = None) ->
     )
 
 
-def error_response(exc: GatewayError, headers: Mapping[str, str]) -> web.Response:
+def error_response(exc: GatewayError, headers: Mapping[str, str]) -> Response:
     """The error as the client gets it. ``x-should-retry: false`` because the gateway
     has done whatever retrying the route allows (docs/resilience.md)."""
-    return web.Response(
-        status=exc.status,
-        body=error_body(exc.message, exc.type, exc.code, exc.param),
-        headers={**headers, "x-should-retry": "false"},
-        content_type="application/json",
+    return Response(
+        exc.status,
+        error_body(exc.message, exc.type, exc.code, exc.param),
+        {**headers, "x-should-retry": "false"},
     )
 
 

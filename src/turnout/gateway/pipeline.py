@@ -19,11 +19,11 @@ from time import perf_counter
 from typing import Any
 
 import orjson
-from aiohttp import web
 
-from turnout.exceptions import GatewayError, InvalidRequest, PayloadTooLarge
+from turnout.exceptions import GatewayError, InvalidRequest
 from turnout.gateway.dispatch import Dispatcher
 from turnout.gateway.errors import error_response
+from turnout.gateway.http1 import Request, Response, StreamResponse
 from turnout.gateway.transport import Transport
 from turnout.observe.exchange import (
     Exchange,
@@ -54,30 +54,6 @@ class RequestIds:
         return f"{self._prefix}{next(self._counter):010x}"
 
 
-async def read_body(request: web.BaseRequest, limit: int) -> bytes:
-    length = request.content_length
-    if length is not None:
-        if length > limit:
-            raise PayloadTooLarge(f"request body of {length} bytes is over the {limit}-byte limit")
-        if length == 0:
-            return b""
-        # Read from the stream directly: request.read() would apply aiohttp's own
-        # 1 MiB client_max_size instead of the configured limit.
-        try:
-            return await request.content.readexactly(length)
-        except asyncio.IncompleteReadError:
-            raise InvalidRequest("the request body ended early", code="invalid_body") from None
-    # Chunked upload: count as we go so an endless body cannot exhaust memory.
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body is over the {limit}-byte limit")
-        parts.append(chunk)
-    return b"".join(parts)
-
-
 def parse_body(raw: bytes) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
@@ -105,13 +81,13 @@ class Pipeline:
         self.mirror = Mirror(transport, observer.registry, samples)
         self.ids = RequestIds()
 
-    async def proxy(self, request: web.BaseRequest, endpoint: str) -> web.StreamResponse:
+    async def proxy(self, request: Request, endpoint: str) -> Response | StreamResponse:
         snap = self.snapshot
         x = Exchange(self.ids.next(), time.time(), perf_counter())
         headers = {H_REQUEST_ID: x.request_id, H_CONFIG_VERSION: snap.version_text}
         live: Live | None = None
         try:
-            raw = await read_body(request, snap.max_body_bytes)
+            raw = request.body  # read whole, within the live limit, by the server
             body = parse_body(raw)
             # parse → route → assign → transform → dispatch; observe in `finally`.
             view = RequestView(request.path, request.headers, body, request.query_string)

@@ -1,8 +1,8 @@
-"""The gateway's HTTP server: the OpenAI API under /v1, dispatched to the pipeline.
+"""The gateway's front: the OpenAI API under /v1 on our HTTP/1.1 server (``http1``).
 
-aiohttp's low-level server is used with a dict lookup on (method, path) instead
-of the routing application: the gateway has five fixed paths, and every
-unknown path or method still gets an OpenAI-style JSON error.
+A dict lookup on (method, path) stands in for a routing framework: the gateway has
+a few fixed paths, and every unknown path or method still gets an OpenAI-style
+JSON error.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
-from aiohttp import web
 
-from turnout.exceptions import GatewayError, MethodNotAllowed, NotFound
+from turnout.exceptions import GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge
 from turnout.gateway.errors import error_response
 from turnout.gateway.feedback import FeedbackService
-from turnout.gateway.pipeline import Pipeline, parse_body, read_body
+from turnout.gateway.http1 import HttpServer, Request, Response, StreamResponse
+from turnout.gateway.pipeline import Pipeline, parse_body
 from turnout.gateway.transport import AiohttpTransport, Transport
 from turnout.observe.observer import Observer
 from turnout.resilience import HealthBook
@@ -26,7 +26,7 @@ from turnout.shadow.mirror import SampleSink
 from turnout.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
-Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+Handler = Callable[[Request], Awaitable[Response | StreamResponse]]
 FEEDBACK_MAX_BYTES = 64 * 1024
 
 
@@ -72,33 +72,46 @@ class Gateway:
         """Serve every request that starts from now on with ``snapshot``."""
         self.pipeline.snapshot = snapshot
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        handler = self._routes.get((request.method, request.path))
-        if handler is not None:
-            return await handler(request)
-        allowed = self._methods.get(request.path)
-        if allowed:
-            wrong = MethodNotAllowed(f"method {request.method} is not allowed on {request.path}")
-            return error_response(wrong, {"allow": allowed})
-        return error_response(NotFound(f"unknown path {request.path}"), {})
+    async def handle(self, request: Request) -> Response | StreamResponse:
+        """Never raises: a ``GatewayError`` is its JSON error, and so is a bug of ours."""
+        try:
+            handler = self._routes.get((request.method, request.path))
+            if handler is not None:
+                return await handler(request)
+            allowed = self._methods.get(request.path)
+            if allowed:
+                wrong = MethodNotAllowed(
+                    f"method {request.method} is not allowed on {request.path}"
+                )
+                return error_response(wrong, {"allow": allowed})
+            return error_response(NotFound(f"unknown path {request.path}"), {})
+        except GatewayError as exc:
+            return error_response(exc, {})
+        except Exception:
+            # A bug of ours must still answer in the API's own error shape, and be seen.
+            log.exception("unexpected error serving %s %s", request.method, request.path)
+            return error_response(GatewayError("internal error in the gateway"), {})
 
-    async def _feedback(self, request: web.BaseRequest) -> web.Response:
+    def max_body(self) -> int:
+        """The largest request body the server reads, from the live config."""
+        return self.pipeline.snapshot.max_body_bytes
+
+    async def _feedback(self, request: Request) -> Response:
         if self.feedback is None:
             raise NotFound("feedback needs the embedded store, which this gateway runs without")
-        payload = parse_body(await read_body(request, FEEDBACK_MAX_BYTES))
-        recorded = await self.feedback.record(payload)
-        return web.Response(
-            status=201, body=orjson.dumps(recorded), content_type="application/json"
-        )
+        if len(request.body) > FEEDBACK_MAX_BYTES:
+            raise PayloadTooLarge(f"feedback is over the {FEEDBACK_MAX_BYTES}-byte limit")
+        recorded = await self.feedback.record(parse_body(request.body))
+        return Response(201, orjson.dumps(recorded))
 
-    async def _models(self, request: web.BaseRequest) -> web.Response:
-        return web.Response(body=self.snapshot.models_body, content_type="application/json")
+    async def _models(self, request: Request) -> Response:
+        return Response(body=self.snapshot.models_body)
 
-    async def _health(self, request: web.BaseRequest) -> web.Response:
+    async def _health(self, request: Request) -> Response:
         body = orjson.dumps(
             {"status": "ok", "config_version": self.snapshot.version, "pid": os.getpid()}
         )
-        return web.Response(body=body, content_type="application/json")
+        return Response(body=body)
 
     async def close(self) -> None:
         await self.pipeline.mirror.close()
@@ -107,38 +120,26 @@ class Gateway:
 
 @dataclass
 class RunningServer:
-    runner: web.ServerRunner
+    server: HttpServer
     host: str
     port: int
 
     async def close(self) -> None:
-        await self.runner.cleanup()
+        await self.server.close()
 
 
 async def start_http(
-    handler: Handler, host: str, port: int, *, reuse_port: bool = False
+    handler: Handler,
+    host: str,
+    port: int,
+    *,
+    max_body: Callable[[], int],
+    reuse_port: bool = False,
 ) -> RunningServer:
     """Serve ``handler`` on host:port (0 = a free port); returns the bound port."""
-
-    async def guarded(request: web.BaseRequest) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except GatewayError as exc:
-            return error_response(exc, {})
-        except Exception:
-            # A bug of ours must still answer in the API's own error shape, and be seen.
-            log.exception("unexpected error serving %s %s", request.method, request.path)
-            return error_response(GatewayError("internal error in the gateway"), {})
-
-    server = web.Server(guarded, handler_cancellation=True)
-    runner = web.ServerRunner(server, handle_signals=False, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024)
-    await site.start()
-    bound = port
-    for sock in runner.addresses:
-        bound = int(sock[1])
-    return RunningServer(runner, host, bound)
+    server = HttpServer(handler, max_body)
+    bound = await server.start(host, port, reuse_port=reuse_port)
+    return RunningServer(server, host, bound)
 
 
 async def serve_gateway(
@@ -160,6 +161,7 @@ async def serve_gateway(
         gateway.handle,
         cfg.host if host is None else host,
         cfg.port if port is None else port,
+        max_body=gateway.max_body,
         reuse_port=reuse_port,
     )
     return gateway, server
