@@ -1156,6 +1156,8 @@ def main() -> int:
                     help="with --only: replace just those targets' rows in the existing results "
                          "(e.g. to add a new target, or re-measure a disturbed one)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch dir (configs, logs)")
+    ap.add_argument("--strict", action="store_true",
+                    help="a target skipped as not installed counts as failed (CI: every target is checked)")
     ap.add_argument("--list", action="store_true", help="list targets and exit")
     ap.add_argument("--render", type=Path, metavar="JSON",
                     help="only rewrite the .md next to a results .json, and exit")
@@ -1328,7 +1330,9 @@ def main() -> int:
     Path(f"{out}.md").write_text(render_md(doc))
     print(f"wrote {out}.md and {out}.json")
     passed = sum(1 for r in results if not r["problems"])
-    failed = len(results) - passed + len(failures)
+    failed = len(results) - passed + len(failures) + (len(skipped) if args.strict else 0)
+    if args.strict and skipped:
+        print("--strict: skipped counts as failed: " + "; ".join(skipped))
     print(f"stack: {passed} passed, {failed} failed")
     return 0 if failed == 0 else 1
 
