@@ -22,6 +22,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
         "observe_memory.py",
         "propagation.py",
         "shadow.py",
+        "upstream_client.py",
     ],
 )
 def test_bench_runs_in_smoke_mode(script: str) -> None:

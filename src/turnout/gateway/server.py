@@ -19,7 +19,8 @@ from turnout.gateway.errors import error_response
 from turnout.gateway.feedback import FeedbackService
 from turnout.gateway.http1 import HttpServer, Request, Response, StreamResponse
 from turnout.gateway.pipeline import Pipeline, parse_body
-from turnout.gateway.transport import AiohttpTransport, Transport
+from turnout.gateway.transport import Transport
+from turnout.gateway.upstream_client import H1Transport
 from turnout.observe.observer import Observer
 from turnout.resilience import HealthBook
 from turnout.shadow.mirror import SampleSink
@@ -46,7 +47,7 @@ class Gateway:
         self.feedback = feedback
         self.pipeline = Pipeline(
             snapshot,
-            transport or AiohttpTransport(),
+            transport or H1Transport(),
             self.observer,
             health or HealthBook(),
             samples,
