@@ -23,7 +23,8 @@ import pytest
 from yarl import URL
 
 from turnout.exceptions import UpstreamFailed, UpstreamTimeout
-from turnout.gateway.upstream_client import HIGH_WATER, H1Transport
+from turnout.gateway.upstream_client import H1Transport
+from turnout.gateway.upstream_wire import HIGH_WATER
 from turnout.resilience.ejection import EjectionPolicy
 from turnout.simulator import ModelProfile, RunningSimulator, start_simulator
 from turnout.snapshot import ENDPOINTS, UpstreamTarget
