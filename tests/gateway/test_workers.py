@@ -48,7 +48,7 @@ def start_workers(
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     config["gateway"] = {"port": port}
-    config["admin"] = {"port": free_port()}  # not the default 8081: tests run in parallel
+    config.setdefault("admin", {"port": free_port()})  # not 8081: tests run in parallel
     path = tmp_path / "turnout.yaml"
     path.write_text(yaml.safe_dump(config))
     proc = subprocess.Popen(
