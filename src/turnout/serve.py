@@ -5,7 +5,8 @@ workers, the parent is the control plane: it serves the admin API and asks the
 workers for their numbers over a Unix socket (``control.channel``); each worker
 serves traffic on the shared port (SO_REUSEPORT). The assignment hash has no
 per-process state, so a key gets the same variant from whichever worker answers.
-Every process opens the same SQLite store; writes go through its own writer thread.
+Every process opens the same SQLite store; its request log is written by a writer
+process of its own (``store.requestlog``).
 """
 
 from __future__ import annotations
@@ -103,9 +104,10 @@ class ServingState:
                 queue_limit=settings.queue_limit,
                 max_age_seconds=settings.max_age_hours * 3600,
                 max_rows=settings.max_rows,
-                # Fewer, larger transactions: less writer CPU per row, and feedback
-                # lookups wait for the flush anyway.
-                batch_size=2000,
+                # Short transactions: a commit is a stretch of CPU the writer process
+                # cannot yield in, and it may share a core with this event loop.
+                # A longer interval: fewer commits when traffic is light.
+                batch_size=256,
                 flush_interval=0.25,
             )
             log.start()

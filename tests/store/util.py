@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -58,3 +59,40 @@ def write_rows(path: str, prefix: str, n: int, barrier: Any, out: str) -> None:
             time.sleep(0.002)  # spread the writes so the two processes' transactions mix
     log.close(timeout=60)
     Path(out).write_text(json.dumps(log.counters()))
+
+
+# -- redaction hooks: module-level, so that the writer process can import them ---------
+
+
+def scrub(kind: str, body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k not in ("messages", "user")} | {"kind": kind}
+
+
+def stamp_pid(kind: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Says which process redacted the body."""
+    return {"pid": os.getpid()}
+
+
+def abandon_log(path: str, n: int, pids: Any) -> None:
+    """A gateway process that dies without closing its log: ``n`` entries are handed
+    to the writer process (held there, uncommitted), then this process exits."""
+    log = RequestLog(path, batch_size=100_000, flush_interval=60)
+    log.start()
+    for i in range(n):
+        log.submit(entry(i))
+    log._seal(0)  # what is still in the buffer goes too
+    link = log._ship.link
+    assert link is not None
+    deadline = time.monotonic() + 30
+    while link.sent < n and time.monotonic() < deadline:
+        time.sleep(0.005)
+    pids.put(link.proc.pid)
+    os._exit(0)  # no close, no atexit: as if killed
+
+
+def leave_log_open(path: str, n: int) -> None:
+    """A process that ends without closing its log (its writer must not hold it up)."""
+    log = RequestLog(path, batch_size=100_000, flush_interval=60)
+    log.start()
+    for i in range(n):
+        log.submit(entry(i))

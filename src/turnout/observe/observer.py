@@ -1,7 +1,7 @@
 """The pipeline's last stage: every finished request into the metrics and the log.
 
 Both are cheap on the request path: metrics are in-memory arithmetic, and the
-request log only appends to a bounded queue that a writer thread drains.
+request log only appends a tuple to a bounded queue; a writer process does the rest.
 """
 
 from __future__ import annotations
@@ -11,14 +11,15 @@ from typing import TYPE_CHECKING, Protocol
 from turnout.observe.exchange import Exchange
 from turnout.observe.metrics import Registry
 from turnout.observe.tracing import SpanSink
-from turnout.store.entry import LogEntry
+from turnout.store.entry import EntryValues, LogEntry
 
 if TYPE_CHECKING:
+    from turnout.config import Config
     from turnout.snapshot import Snapshot
 
 
 class LogSink(Protocol):
-    def submit(self, entry: LogEntry) -> bool: ...
+    def submit(self, entry: LogEntry | EntryValues) -> bool: ...
 
 
 class Observer:
@@ -75,25 +76,38 @@ class Observer:
             self.spans.record(x, target.labels.get("provider") if target else None)
 
 
-def _entry(x: Exchange, cost_nano: int, snap: Snapshot) -> LogEntry:
-    sampler = snap.body_sampling.get(x.route) if x.route and x.request_body else None
-    return LogEntry(
-        request_id=x.request_id,
-        ts=x.wall_start,
-        route=x.route,
-        variant=x.variant,
-        upstream=x.upstream,
-        status=x.status,
-        error_class=x.error_class,
-        latency_ms=x.total * 1000.0,
-        ttft_ms=None if x.ttft is None else x.ttft * 1000.0,
-        input_tokens=x.input_tokens,
-        output_tokens=x.output_tokens,
-        cost_usd=cost_nano / 1e9 if cost_nano else None,
-        key=x.key,
-        stream=x.stream,
-        attempts=x.attempts or 1,
-        request_body=x.request_body,
-        response_body=x.response_body,
-        redact=sampler.redact if sampler else None,
-    )
+def _entry(x: Exchange, cost_nano: int, snap: Snapshot) -> EntryValues:
+    """The entry in its wire form (``store.entry.EntryValues``): a plain tuple takes
+    ~0.05 µs to build where a ``LogEntry`` takes ~0.7 µs, and it needs no converting
+    on its way to the writer process."""
+    spec = None
+    if x.route and (x.request_body is not None or x.response_body is not None):
+        sampler = snap.body_sampling.get(x.route)
+        if sampler is not None and sampler.redact is not None:
+            spec = _redact_spec(snap.config, x.route)
+    ttft = x.ttft
+    return (
+        x.request_id, x.wall_start, x.route, x.variant, x.upstream, x.status,
+        x.error_class, x.total * 1000.0, None if ttft is None else ttft * 1000.0,
+        x.input_tokens, x.output_tokens, cost_nano / 1e9 if cost_nano else None, x.key,
+        x.stream, x.attempts or 1, x.request_body, x.response_body, spec,
+    )  # fmt: skip
+
+
+# The last config seen, and its routes' hooks: one slot, as configs change rarely.
+_specs: list[tuple[Config | None, dict[str, str]]] = [(None, {})]
+
+
+def _redact_spec(config: Config, route: str) -> str | None:
+    """The route's redaction hook as the config names it ("module:function"), which
+    the writer process imports; the function itself cannot cross to it. Looked up
+    per config, for sampled requests only."""
+    seen, specs = _specs[0]
+    if seen is not config:
+        specs = {
+            r.name: r.log_bodies.redact
+            for r in config.routes
+            if r.log_bodies is not None and r.log_bodies.redact is not None
+        }
+        _specs[0] = (config, specs)
+    return specs.get(route)

@@ -1,7 +1,7 @@
 """The embedded store: one SQLite file (WAL) shared by every worker process.
 
 ``RequestLog`` takes a row per request without blocking the event loop (a bounded
-queue and a batching writer thread); ``FeedbackStore`` records feedback signals and
+queue and a batching writer process); ``FeedbackStore`` records feedback signals and
 summarises them per variant. ``store.sqlite`` opens the file and migrates its schema.
 """
 

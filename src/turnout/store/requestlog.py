@@ -1,64 +1,67 @@
-"""The request log: one row per proxied request, written off the request path.
+"""The request log: one row per proxied request, written by another process.
 
-``submit`` runs on the event loop for every request, so it only appends to a
-bounded deque (one length check, one append, two counter increments; ``deque``
-operations are atomic under the GIL, so no lock). When the deque is full the *new*
-entry is dropped and counted: under overload the log loses rows, the gateway never
-waits. One daemon writer thread per process drains the deque in batches of up to
-``batch_size`` rows per transaction, at least every ``flush_interval`` seconds, and
-all the work that costs (key hashing, body redaction and JSON) happens there too.
+``submit`` runs on the event loop for every request, so it only appends the entry,
+as a plain tuple, to a list (a length check, an append, a counter): under overload
+the *new* entry is dropped and counted, and the gateway never waits. Every
+``CHUNK`` entries the list is sealed, on the spot, into one ``marshal``-ed frame
+(~0.12 µs an entry, in C) and put on a queue: bytes, which the cyclic GC does not
+walk, unlike queued objects. In all, the log costs the request path ~0.57 µs; it
+was ~2 µs, building a ``LogEntry`` and collecting queued ones (bench/requestlog.py),
+before the GIL handoffs to a writer thread.
 
-Rows are converted first, briefly blocking every few rows so that the event loop
-thread, if it waits for the GIL, gets it (see ``_YIELD_EVERY``); then they are
-inserted with multi-row statements, one SQLite step per few hundred rows.
+Everything that costs, key hashing, redaction, making rows, SQLite and retention,
+happens in a writer process (``log_writer``, started with ``spawn``: a process
+running an event loop is never forked). It used to be a thread here, and a thread
+holds the GIL the loop needs: on a busy core the loop waited for it (p99 lateness
+~1 ms while it wrote; bench/requestlog.py). What is left in this process is two
+threads (``log_link.Shipper``) that hold the GIL a few microseconds at a time: one
+writes the frames into the writer's pipe, one reads its counters back and restarts
+it should it die (counting what it had not written as lost). The writer commits
+``batch_size`` rows per transaction, and what it holds every ``flush_interval``.
 
-Retention: every ``retention_interval`` seconds the writer deletes rows older than
-``max_age_seconds`` and then the oldest rows beyond ``max_rows``, a few thousand per
-transaction between batches, so a large backlog never holds the write lock long.
+One writer process per ``RequestLog``, so per gateway worker, as the writer thread
+was: nothing to share between workers, no new single point of failure, and SQLite
+serialises the writers' transactions on the one file as before.
 
-Threads: ``submit`` from one thread (the event loop); ``flush``, ``close``, ``find``,
-``recent`` and ``hash_key`` block and belong in an executor or at shutdown.
+Counters: ``submitted == written + lost + pending``, ``pending`` being everything
+accepted and not yet written or lost, here, in the pipe or in the writer. ``flush``
+waits for that to cover what was submitted before it; frames keep their order
+(sealing is under a lock, one sender), so a count is enough.
+
+Threads: ``submit`` from one thread at a time (the event loop, or any, without
+one); ``flush``, ``close``, ``find``, ``recent`` and ``hash_key`` block and belong
+in an executor or at shutdown.
 """
 
 from __future__ import annotations
 
 import logging
+import marshal
+import queue
 import sqlite3
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from os import PathLike
+from multiprocessing.util import Finalize
+from os import PathLike, fspath
 from typing import Any
 
-from turnout.store.entry import (
-    COLUMNS,
-    KeyHasher,
-    LogEntry,
-    load_key_secret,
-    multi_insert,
-    to_row,
-)
-from turnout.store.sqlite import connect, rollback
+from turnout.store.entry import COLUMNS, EntryValues, KeyHasher, LogEntry, entry_values
+from turnout.store.log_link import Frame, Shipper, load_secret, plain
+from turnout.store.log_writer import FLAG_WRITE, Writer, WriterSettings
+from turnout.store.sqlite import connect
 
 __all__ = ["LogEntry", "RequestLog"]
 
 log = logging.getLogger("turnout.store")
 
-_RETENTION_CHUNK = 5_000
-# The writer's Python work holds the GIL, and a thread that merely waits for the GIL
-# (the event loop, back from epoll) gets it only when the holder blocks or after the
-# 5 ms switch interval. Blocking for an instant every 50 rows lets the loop in:
-# while draining a backlog, loop lateness p99 went from ~1.3 ms to ~0.2 ms, at ~17%
-# of the writer's throughput (bench/requestlog.py).
-_YIELD_EVERY = 50
-# SQLite allows 32,766 bound values per statement; 17 columns x 500 rows stays well under.
-ROWS_PER_STATEMENT = 500
-_MULTI_INSERT: dict[int, str] = {}
+CHUNK = 256  # entries per frame: marshal holds the loop ~30 µs per seal
+_RETENTION_CHUNK = 500  # rows deleted per transaction: ~0.5 ms of the writer's CPU
+_OPEN: set[RequestLog] = set()
 
 
 class RequestLog:
-    """A bounded queue in front of a batching writer thread; see the module doc."""
+    """A bounded queue in front of a writer process; see the module doc."""
 
     def __init__(
         self,
@@ -78,249 +81,203 @@ class RequestLog:
         if flush_interval <= 0 or max_age_seconds <= 0 or retention_interval < 0:
             raise ValueError("flush_interval and max_age_seconds must be > 0")
         self.path = path
-        self._queue: deque[LogEntry] = deque()
+        self._buf: list[EntryValues] = []
         self._queue_limit = queue_limit
+        self._chunk = min(batch_size, CHUNK)
         self._batch_size = batch_size
-        self._flush_interval = flush_interval
         self._max_age = max_age_seconds
         self._max_rows = max_rows
         self._key_secret = key_secret
         self._retention_interval = retention_interval
         self._retention_chunk = _RETENTION_CHUNK
         self._clock = clock
+        self._out: queue.SimpleQueue[Frame] = queue.SimpleQueue()
+        self._seal_lock = threading.Lock()
+        self._ship = Shipper(
+            self._out, self._buf, self._seal, clock, flush_interval, retention_interval
+        )
         # Written by the submitting thread only.
         self.submitted = 0
         self.dropped = 0
-        # Written by the writer thread only. submitted == written + lost + pending.
-        self.written = 0
-        self.lost = 0  # accepted but never written: failed batches, malformed entries
-        self.batches = 0  # committed write transactions
-        self.write_errors = 0  # failed transactions (batches and retention steps)
-        self.redaction_failures = 0
-        self.retention_deleted = 0
-        self._processed = 0  # entries taken off the queue and handled, in order
-        self._flush_target = 0
-        self._done = threading.Condition()
-        self._wake = threading.Event()
-        self._stop = False
+        self._unsealable = 0  # by the sealers, under the seal lock
         self._closed = False
-        self._failing = False
-        self._thread: threading.Thread | None = None
         self._hasher: KeyHasher | None = None
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
 
     # -- the request path ---------------------------------------------------------
 
-    def submit(self, entry: LogEntry) -> bool:
-        """Queue ``entry`` for writing; False (and counted in ``dropped``) when the
-        queue is full or the log closed. Never blocks, never does I/O."""
-        queue = self._queue
-        n = len(queue)
-        if n >= self._queue_limit or self._closed:
+    def submit(self, entry: LogEntry | EntryValues) -> bool:
+        """Queue ``entry`` (a ``LogEntry``, or its wire form, cheaper to build) for
+        writing; False (counted in ``dropped``) when the queue is full or the log
+        closed. Never blocks, never does I/O."""
+        queued = self.submitted - self._ship.shipped - self._unsealable
+        if queued >= self._queue_limit or self._closed:
             self.dropped += 1
             return False
-        queue.append(entry)
+        buf = self._buf
+        buf.append(entry if isinstance(entry, tuple) else entry_values(entry))
         self.submitted += 1
-        if n + 1 == self._batch_size:  # a full batch: no need to wait out the interval
-            self._wake.set()
+        if len(buf) >= self._chunk:
+            self._seal(0)
         return True
+
+    def _seal(self, flags: int) -> None:
+        """What is waiting, as one frame on the queue. Under a lock, so frames keep
+        their order; the submitting thread's appends need none (they land after
+        the slice taken here)."""
+        with self._seal_lock:
+            buf = self._buf
+            n = len(buf)
+            entries = buf[:n]
+            del buf[:n]
+            payload = b""
+            if n:
+                try:
+                    payload = marshal.dumps(entries)
+                except Exception:  # a field of an unexpected type: sort them out one by one
+                    entries = [e for e in map(plain, entries) if e is not None]
+                    self._lost(n - len(entries))
+                    self._unsealable += n - len(entries)
+                    n = len(entries)
+                    payload = marshal.dumps(entries)
+            self._out.put((n, payload, flags))
+
+    def _lost(self, n: int) -> None:
+        with self._ship.state:
+            self._ship.lost_here += n
+            self._ship.state.notify_all()
+
+    # -- counters -------------------------------------------------------------------
+
+    @property
+    def written(self) -> int:
+        return self._ship.totals[0]
+
+    @property
+    def lost(self) -> int:
+        """Accepted but never written: failed batches, malformed entries, entries a
+        writer process took with it when it died."""
+        return self._ship.totals[1] + self._ship.lost_here
+
+    @property
+    def batches(self) -> int:
+        return self._ship.totals[2]  # committed write transactions
+
+    @property
+    def write_errors(self) -> int:
+        return self._ship.totals[3]  # failed transactions (batches and retention steps)
+
+    @property
+    def redaction_failures(self) -> int:
+        return self._ship.totals[4]
+
+    @property
+    def retention_deleted(self) -> int:
+        return self._ship.totals[5]
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        accounted = self.written + self.lost  # first: then no more than submitted
+        return self.submitted - accounted
 
     def counters(self) -> dict[str, int]:
+        # Read in this order, so that another thread's reading never sees more
+        # accounted for than submitted (each count only grows).
+        written, lost, batches, write_errors, redaction_failures, deleted = self._ship.totals
+        lost += self._ship.lost_here
+        submitted = self.submitted
         return {
-            "submitted": self.submitted,
-            "written": self.written,
+            "submitted": submitted,
+            "written": written,
             "dropped": self.dropped,
-            "lost": self.lost,
-            "pending": len(self._queue),
-            "batches": self.batches,
-            "write_errors": self.write_errors,
-            "redaction_failures": self.redaction_failures,
-            "retention_deleted": self.retention_deleted,
+            "lost": lost,
+            "pending": submitted - written - lost,
+            "batches": batches,
+            "write_errors": write_errors,
+            "redaction_failures": redaction_failures,
+            "retention_deleted": deleted,
+            "writer_restarts": self._ship.restarts,
         }
 
     # -- lifecycle ----------------------------------------------------------------
 
     def start(self) -> None:
         """Open the database (creating and migrating it), load the key secret and
-        start the writer thread. Blocking; errors such as a bad path raise here."""
+        start the writer process. Blocking; errors such as a bad path raise here."""
         if self._closed:
             raise RuntimeError("this RequestLog is closed")
-        if self._thread is not None:
+        if self._ship.started:
             return
-        conn = self._open_writer()
-        self._thread = threading.Thread(
-            target=self._run, args=(conn,), name="turnout-requestlog", daemon=True
-        )
-        self._thread.start()
+        self._ship.start(self._writer_settings())
+        _OPEN.add(self)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every entry submitted before the call is handled (written or
         counted lost); False if that did not happen within ``timeout``."""
         target = self.submitted
-        with self._done:
-            if self._processed >= target:
-                return True
-            thread = self._thread
-            if thread is None or not thread.is_alive():
-                return False
-            self._flush_target = max(self._flush_target, target)
-            self._wake.set()
-            return self._done.wait_for(
-                lambda: self._processed >= target or not thread.is_alive(), timeout
-            ) and (self._processed >= target)
+        if self.written + self.lost >= target:
+            return True
+        if not self._ship.started or self._closed:
+            return False
+        self._seal(FLAG_WRITE)
+        with self._ship.state:
+            return self._ship.state.wait_for(lambda: self.written + self.lost >= target, timeout)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued, stop the writer, close connections. Idempotent.
-        Entries submitted afterwards are refused. A log never started writes its
-        queue here, on the calling thread."""
+        """Write what is queued, stop the writer process, close connections.
+        Idempotent. Entries submitted afterwards are refused. A log never started
+        writes its queue here, in this process."""
         if self._closed:
             return
         self._closed = True
-        self._stop = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        elif self._queue:
-            self._run(self._open_writer())
+        _OPEN.discard(self)
+        if self._ship.started:
+            self._ship.stop(time.monotonic() + timeout)
+            # What is still unaccounted for never reached a writer, or was refused on
+            # the way (a submit racing with close): it is lost.
+            self._lost(self.submitted - self.written - self.lost)
+        else:
+            self._write_here()
         with self._reader_lock:
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
 
-    # -- the writer thread --------------------------------------------------------
-
-    def _open_writer(self) -> sqlite3.Connection:
-        conn = connect(self.path)
+    def _writer_settings(self) -> WriterSettings:
+        secret = load_secret(self.path, self._key_secret)
         if self._hasher is None:
-            secret = self._key_secret
-            self._hasher = KeyHasher(load_key_secret(conn) if secret is None else secret)
-        return conn
+            self._hasher = KeyHasher(secret)
+        return WriterSettings(
+            path=fspath(self.path),
+            key_secret=secret,
+            batch_size=self._batch_size,
+            max_age_seconds=self._max_age,
+            max_rows=self._max_rows,
+            retention_interval=self._retention_interval,
+            retention_chunk=self._retention_chunk,
+        )
 
-    def _run(self, conn: sqlite3.Connection) -> None:
-        next_retention = self._clock()
-        retention_pending = False
-        try:
-            while True:
-                stopping = self._stop  # read before draining: the last drain follows it
-                batch = self._take()
-                try:
-                    if batch:
-                        self._write(conn, batch)
-                    now = self._clock()
-                    if now >= next_retention:
-                        retention_pending = True
-                        next_retention = now + self._retention_interval
-                    if retention_pending:
-                        retention_pending = self._retention_step(conn, now)
-                except Exception:  # the writer must outlive anything; count and go on
-                    self._failed("request log writer")
-                finally:
-                    if batch:
-                        with self._done:
-                            self._processed += len(batch)
-                            self._done.notify_all()
-                if stopping and not self._queue:
-                    return
-                if len(self._queue) < self._batch_size and self._processed >= self._flush_target:
-                    self._wake.wait(self._flush_interval)
-                    self._wake.clear()
-        finally:
-            conn.close()
-            with self._done:
-                self._done.notify_all()  # a flush waiting on a dead writer returns
-
-    def _take(self) -> list[LogEntry]:
-        queue = self._queue
-        popleft = queue.popleft
-        return [popleft() for _ in range(min(len(queue), self._batch_size))]
-
-    def _write(self, conn: sqlite3.Connection, batch: list[LogEntry]) -> None:
-        hasher = self._hasher
-        assert hasher is not None  # set before the writer runs
-        rows: list[tuple[Any, ...]] = []
-        for i, entry in enumerate(batch, 1):
-            try:
-                row, redaction_failed = to_row(entry, hasher)
-            except Exception:  # a malformed entry costs its own row, not the batch
-                continue
-            if redaction_failed:
-                self.redaction_failures += 1
-            rows.append(row)
-            if i % _YIELD_EVERY == 0:
-                time.sleep(0)  # see _YIELD_EVERY
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for start in range(0, len(rows), ROWS_PER_STATEMENT):
-                    chunk = rows[start : start + ROWS_PER_STATEMENT]
-                    self._insert(conn, chunk)
-                conn.execute("COMMIT")
-            except BaseException:
-                rollback(conn)
-                raise
-        except Exception:
-            self.lost += len(batch)
-            self._failed(f"writing {len(batch)} request log rows")
+    def _write_here(self) -> None:
+        """Close on a log never started: its queue is written in this process."""
+        self._seal(0)
+        entries: list[EntryValues] = []
+        while not self._out.empty():
+            n, payload, _ = self._out.get()
+            if n:
+                entries.extend(marshal.loads(payload))
+        if not entries:
             return
-        self.written += len(rows)
-        self.lost += len(batch) - len(rows)
-        self.batches += 1
-        if self._failing:
-            self._failing = False
-            log.info("request log writes succeed again")
-
-    def _insert(self, conn: sqlite3.Connection, chunk: list[tuple[Any, ...]]) -> None:
-        """One INSERT of many rows: sqlite3 releases and retakes the GIL around each
-        statement step, so one step per chunk rather than per row spares the event
-        loop thread a GIL handoff (and a context switch on a busy core) per row."""
-        sql = _MULTI_INSERT.get(len(chunk))
-        if sql is None:
-            sql = _MULTI_INSERT[len(chunk)] = multi_insert(len(chunk))
-        conn.execute(sql, [value for row in chunk for value in row])
-
-    def _retention_step(self, conn: sqlite3.Connection, now: float) -> bool:
-        """Delete up to one chunk of expired rows, then up to one chunk of rows over
-        ``max_rows``; True if more may remain. Each step is its own transaction."""
-        chunk = self._retention_chunk
+        writer = Writer(self._writer_settings())
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                expired = conn.execute(
-                    "DELETE FROM request_log WHERE id IN"
-                    " (SELECT id FROM request_log WHERE ts < ? LIMIT ?)",
-                    (now - self._max_age, chunk),
-                ).rowcount
-                excess_deleted = 0
-                if expired < chunk:
-                    (count,) = conn.execute("SELECT count(*) FROM request_log").fetchone()
-                    excess = min(count - self._max_rows, chunk)
-                    if excess > 0:
-                        excess_deleted = conn.execute(
-                            "DELETE FROM request_log WHERE id IN"
-                            " (SELECT id FROM request_log ORDER BY ts, id LIMIT ?)",
-                            (excess,),
-                        ).rowcount
-                conn.execute("COMMIT")
-            except BaseException:
-                rollback(conn)
-                raise
-        except Exception:
-            self._failed("request log retention")
-            return False
-        self.retention_deleted += expired + excess_deleted
-        return expired >= chunk or excess_deleted >= chunk
-
-    def _failed(self, what: str) -> None:
-        self.write_errors += 1
-        # Logged once per run of failures: a full disk must not also flood the log.
-        if not self._failing:
-            self._failing = True
-            log.exception("%s failed; counting failures until a write succeeds", what)
+            writer.add(entries)
+            writer.write_pending()
+            writer.tidy(self._clock())
+        finally:
+            writer.close()
+        for level, text in writer.messages:
+            log.log(level, "%s", text)
+        self._ship.totals = writer.counters()
 
     # -- reads (blocking; run them in an executor) ---------------------------------
 
@@ -360,12 +317,17 @@ class RequestLog:
         if self._hasher is None:
             with self._reader_lock:
                 if self._hasher is None:
-                    secret = self._key_secret
-                    if secret is None:
-                        conn = connect(self.path)
-                        try:
-                            secret = load_key_secret(conn)
-                        finally:
-                            conn.close()
-                    self._hasher = KeyHasher(secret)
+                    self._hasher = KeyHasher(load_secret(self.path, self._key_secret))
         return self._hasher(key)
+
+
+def _close_open_logs() -> None:
+    """A log left open at exit is closed, so that its writer keeps what it was sent
+    and ends. Run by multiprocessing's exit handler (at interpreter exit, and when
+    a process it started ends) before it terminates and joins daemonic children:
+    a writer still waiting for its pipe to close would hold that join up."""
+    for request_log in list(_OPEN):
+        request_log.close(timeout=5.0)
+
+
+Finalize(None, _close_open_logs, exitpriority=10)
