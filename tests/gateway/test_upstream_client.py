@@ -583,7 +583,7 @@ async def test_idle_bounds_a_whole_body_read(client: H1Transport) -> None:
 
 def self_signed() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """(server context, client context trusting it) for ``localhost``."""
-    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography import x509  # noqa: PLC0415
     from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
     from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
 
