@@ -70,6 +70,10 @@ def test_shadow_numbers_from_two_workers(tmp_path: Path) -> None:
     proc = serve(path, "--workers", "2")
     try:
         wait_up(admin, proc)
+        deadline = time.monotonic() + 20  # the admin API is up before the workers bind
+        while json.loads(get(f"{admin}/admin/stats")).get("workers") != 2:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.2)
         for i in range(N):
             post(port, f"u{i}")
         deadline = time.monotonic() + 20
