@@ -7,39 +7,12 @@ import hashlib
 import hmac
 import random
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.store.util import count_rows, entry, query
-
-from turnout.store import RequestLog
-
-MakeLog = Callable[..., RequestLog]
-
-
-@pytest.fixture
-def make_log(tmp_path: Path) -> Iterator[MakeLog]:
-    logs: list[RequestLog] = []
-
-    def make(**kwargs: Any) -> RequestLog:
-        kwargs.setdefault("flush_interval", 0.01)
-        log = RequestLog(kwargs.pop("path", tmp_path / "log.db"), **kwargs)
-        logs.append(log)
-        return log
-
-    yield make
-    for log in logs:
-        log.close()
-
-
-def wait_until(predicate: Callable[[], bool], seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
-
+from tests.store.conftest import MakeLog
+from tests.store.util import count_rows, entry, query, wait_until
 
 # -- batching and the queue -----------------------------------------------------------
 

@@ -11,14 +11,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
-from tests.store.util import abandon_log, count_rows, entry, leave_log_open, query, stamp_pid
+from tests.store.conftest import MakeLog
+from tests.store.util import (
+    abandon_log,
+    count_rows,
+    entry,
+    leave_log_open,
+    query,
+    stamp_pid,
+    wait_until,
+)
 
 from turnout.config import config_from_mapping
 from turnout.observe.exchange import Exchange
@@ -28,30 +35,7 @@ from turnout.store import RequestLog
 from turnout.store.entry import entry_values
 from turnout.store.log_link import Link
 
-MakeLog = Callable[..., RequestLog]
 BODY = b'{"model": "m", "user": "alice@example.com", "messages": [{"content": "pii"}]}'
-
-
-@pytest.fixture
-def make_log(tmp_path: Path) -> Iterator[MakeLog]:
-    logs: list[RequestLog] = []
-
-    def make(**kwargs: Any) -> RequestLog:
-        kwargs.setdefault("flush_interval", 0.01)
-        log = RequestLog(kwargs.pop("path", tmp_path / "log.db"), **kwargs)
-        logs.append(log)
-        return log
-
-    yield make
-    for log in logs:
-        log.close()
-
-
-def wait_until(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
 
 
 def writer(log: RequestLog) -> Link:
