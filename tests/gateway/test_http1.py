@@ -253,6 +253,44 @@ async def test_stream_is_chunked(served: tuple[HttpServer, Recorder, int]) -> No
     writer.close()
 
 
+async def test_a_stream_head_goes_with_the_first_write_and_the_last_data_with_the_end() -> None:
+    steps = [asyncio.Event() for _ in range(3)]
+
+    async def handler(request: Request) -> StreamResponse:
+        out = StreamResponse(200, {"content-type": "text/event-stream"})
+        await out.prepare(request)
+        steps[0].set()
+        await steps[1].wait()
+        await out.write(b"")  # commits the head, no data
+        await steps[2].wait()
+        await out.write_eof(b"data: last\n\n")
+        return out
+
+    server = HttpServer(handler, lambda: LIMIT)
+    port = await server.start("127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(post("/s"))
+        await asyncio.wait_for(steps[0].wait(), 5)
+        with pytest.raises(TimeoutError):  # prepared, but nothing sent yet
+            await asyncio.wait_for(reader.read(1), 0.2)
+        steps[1].set()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"transfer-encoding: chunked" in head
+        with pytest.raises(TimeoutError):  # an empty write sent the head alone
+            await asyncio.wait_for(reader.read(1), 0.2)
+        steps[2].set()
+        rest = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5)
+        assert rest == b"c\r\ndata: last\n\n\r\n0\r\n\r\n"
+        writer.write(post("/s"))  # the stream ended properly: the connection goes on
+        assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    finally:
+        for step in steps:
+            step.set()
+        writer.close()
+        await server.close()
+
+
 async def test_a_client_that_leaves_cancels_its_handler(
     served: tuple[HttpServer, Recorder, int],
 ) -> None:

@@ -423,6 +423,42 @@ async def test_connect_refused_is_upstream_failed(client: H1Transport) -> None:
     assert client._open == 0
 
 
+async def test_at_end_says_when_the_chunk_taken_was_the_last(client: H1Transport) -> None:
+    go_on = asyncio.Event()
+
+    async def handler(raw: Raw, w: asyncio.StreamWriter, conn: int, n: int) -> bool:
+        if n == 0:  # two pieces, apart
+            w.write(SSE_HEAD + chunk(b"data: 1\n\n"))
+            await w.drain()
+            await go_on.wait()
+            w.write(chunk(b"data: 2\n\n") + b"0\r\n\r\n")
+        else:  # all at once, as a fast upstream's short answer arrives
+            w.write(SSE_HEAD + chunk(b"data: 1\n\n") + chunk(b"data: 2\n\n") + b"0\r\n\r\n")
+        return True
+
+    async with raw_server(handler) as raw:
+        t = target(raw.url)
+        resp = await send(client, t)
+        stream = resp.chunks()
+        assert await anext(stream) == b"data: 1\n\n"
+        assert not resp.at_end
+        go_on.set()
+        assert await anext(stream) == b"data: 2\n\n"
+        assert resp.at_end
+        with pytest.raises(StopAsyncIteration):
+            await anext(stream)
+
+        resp = await send(client, t)
+        for _ in range(100):  # until the whole answer is in (one read, almost always)
+            if resp.at_end or resp._done:
+                break
+            await asyncio.sleep(0.01)
+        assert not resp.at_end  # in, but not taken yet
+        assert await anext(resp.chunks()) == b"data: 1\n\ndata: 2\n\n"
+        assert resp.at_end
+        assert raw.connections == 1 and client._open == 1  # kept alive, back in the pool
+
+
 async def test_close_mid_stream_drops_the_connection(client: H1Transport) -> None:
     async def handler(raw: Raw, w: asyncio.StreamWriter, conn: int, n: int) -> bool:
         w.write(SSE_HEAD)

@@ -314,20 +314,25 @@ class Dispatcher:
             kept.append(first)
         out = StreamResponse(status=200, headers={**headers, **_SSE_HEADERS})
         ok = True
+        # The last data rides with the end of the answer: the upstream says when a
+        # chunk was its last, so nothing is held back waiting for the next one.
+        last = b""
         try:
             await out.prepare(request)
             try:
-                if passed:
-                    await out.write(passed)
-                async for chunk in chunks:
-                    if kept is not None:
-                        kept.append(chunk)
-                    passed = tap.feed(chunk)
-                    if passed:
-                        await out.write(passed)
-                rest = tap.flush()
-                if rest:
-                    await out.write(rest)
+                if upstream.at_end:
+                    last = passed
+                else:
+                    await out.write(passed)  # the head goes with it, data or not
+                    async for chunk in chunks:
+                        if kept is not None:
+                            kept.append(chunk)
+                        passed = tap.feed(chunk)
+                        if upstream.at_end:
+                            last = passed
+                        elif passed:
+                            await out.write(passed)
+                last += tap.flush()
                 if tap.errored:
                     x.error_class = UPSTREAM_ERROR
                     ok = False
@@ -335,8 +340,8 @@ class Dispatcher:
                 # Headers are gone already: the only honest ending is an error event.
                 x.error_class = error_class_of(exc)
                 ok = False
-                await out.write(stream_error_event(exc))
-            await out.write_eof()
+                last += stream_error_event(exc)
+            await out.write_eof(last)
         except (ConnectionResetError, ConnectionError):
             # The client went away; closing the upstream below stops the generation.
             x.client_gone = True

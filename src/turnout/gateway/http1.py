@@ -98,36 +98,46 @@ class Response:
 
 class StreamResponse:
     """An answer written as it goes (chunked): ``prepare``, ``write``..., ``write_eof``.
-    A write to a client that has gone raises ``ConnectionResetError``."""
 
-    __slots__ = ("_conn", "_ended", "headers", "status")
+    Each call is one socket write, which on a short stream is most of the server's
+    cost: the head waits to go out with the first ``write`` (an empty one sends it
+    alone), and ``write_eof`` takes the last data with it. A write to a client that
+    has gone raises ``ConnectionResetError``."""
+
+    __slots__ = ("_conn", "_ended", "_head", "headers", "status")
 
     def __init__(self, status: int = 200, headers: Mapping[str, str] | None = None) -> None:
         self.status = status
         self.headers = dict(headers) if headers else {}
         self._conn: _Connection | None = None
+        self._head = b""  # rendered by prepare, not yet sent
         self._ended = False
 
     async def prepare(self, request: Request) -> None:
-        conn = request._conn
-        self._conn = conn
-        conn.send(_head(self.status, self.headers, b"transfer-encoding: chunked\r\n", True))
-        await conn.drain()
+        self._conn = request._conn
+        self._head = _head(self.status, self.headers, b"transfer-encoding: chunked\r\n", True)
 
     async def write(self, data: bytes) -> None:
-        if not data:
-            return
         conn = self._conn
         assert conn is not None, "prepare() first"
-        conn.send(b"%x\r\n%b\r\n" % (len(data), data))
+        head = self._head
+        if head:
+            self._head = b""
+            conn.send(head + b"%x\r\n%b\r\n" % (len(data), data) if data else head)
+        elif data:
+            conn.send(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            return
         await conn.drain()
 
-    async def write_eof(self) -> None:
+    async def write_eof(self, data: bytes = b"") -> None:
         conn = self._conn
         assert conn is not None, "prepare() first"
         if not self._ended:
             self._ended = True
-            conn.send(b"0\r\n\r\n")
+            last = b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data) if data else b"0\r\n\r\n"
+            head, self._head = self._head, b""
+            conn.send(head + last if head else last)
             await conn.drain()
 
     @property

@@ -27,6 +27,12 @@ class UpstreamResponse(Protocol):
     def chunks(self) -> AsyncIterator[bytes]: ...
     def close(self) -> None: ...
 
+    @property
+    def at_end(self) -> bool:
+        """True once the whole body has arrived and been taken, so that the chunk
+        just taken was the last (False while unknown): its write can end the answer."""
+        ...
+
 
 class Transport(Protocol):
     async def send(
@@ -92,6 +98,10 @@ class _AiohttpResponse:
                     yield chunk
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _translate(exc, self._target) from None
+
+    @property
+    def at_end(self) -> bool:
+        return self._resp.content.at_eof()
 
     def close(self) -> None:
         # Closing (not releasing) drops the connection, so an upstream still

@@ -114,26 +114,12 @@ class Response:
                 raise
         return self._take()
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        # The idle limit covers each wait on the upstream only, not the time the
-        # consumer takes between chunks; the first chunk is also due by first_by.
-        loop = asyncio.get_running_loop()
-        idle, first_by, total_at = self._target.idle_timeout, self._first_by, self._total_at
-        try:
-            while True:
-                if self._buf:
-                    first_by = inf
-                    yield self._take()
-                elif self._done:
-                    return
-                else:
-                    await self._wait(min(loop.time() + idle, first_by, total_at))
-        except Exception as exc:
-            self.close()
-            raise _translate(exc, self._target) from None
-        finally:
-            if not self._done:  # abandoned or cancelled mid-body: the rest is unwanted
-                self.close()
+    def chunks(self) -> AsyncIterator[bytes]:
+        return _Chunks(self)
+
+    @property
+    def at_end(self) -> bool:
+        return self._done and not self._buf
 
     def close(self) -> None:
         # Drops the connection if the body is still coming, so an upstream generating
@@ -145,6 +131,41 @@ class Response:
             self._error = self._error or ConnectionAbortedError("response closed")
             conn._resp = None
             conn._drop()
+
+
+class _Chunks:
+    """The body as it arrives. A class, not an async generator: a generator left
+    unfinished (the dispatcher stops at the chunk the upstream says was the last)
+    costs a finalizer task per stream. Whoever stops early closes the response."""
+
+    __slots__ = ("_first_by", "_resp")
+
+    def __init__(self, resp: Response) -> None:
+        self._resp = resp
+        self._first_by = resp._first_by
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        # The idle limit covers each wait on the upstream only, not the time the
+        # consumer takes between chunks; the first chunk is also due by first_by.
+        resp = self._resp
+        if not resp._buf:
+            if resp._done:
+                raise StopAsyncIteration
+            target = resp._target
+            try:
+                while not resp._buf and not resp._done:
+                    now = asyncio.get_running_loop().time()
+                    await resp._wait(min(now + target.idle_timeout, self._first_by, resp._total_at))
+            except Exception as exc:
+                resp.close()
+                raise _translate(exc, target) from None
+            if not resp._buf:
+                raise StopAsyncIteration
+        self._first_by = inf
+        return resp._take()
 
 
 class Conn(asyncio.Protocol):
