@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from turnout.observe.exchange import Exchange
+from turnout.observe.exchange import ERROR_INDEX, Exchange
 from turnout.observe.metrics import Merged, Registry, Series
 
 
@@ -33,30 +33,81 @@ def test_windows_hold_what_they_should() -> None:
     assert s.window("cumulative", later)[0].requests == 5
 
 
-@settings(max_examples=50, deadline=None)
-@given(
-    st.lists(
-        st.tuples(st.floats(0, 3000), st.floats(0.001, 5), st.booleans()),
-        min_size=1,
-        max_size=60,
-    ),
-    st.integers(1, 4),
+EVENT = st.tuples(
+    st.floats(0, 3000),  # when
+    st.floats(0.001, 5),  # latency
+    st.sampled_from([None, "timeout", "upstream_5xx"]),  # error class
+    st.sampled_from(["v", "w"]),  # variant
+    st.sampled_from(["u1", "u2"]),  # upstream that answered
+    st.booleans(),  # an attempt before it failed on the other upstream (a fallback)
 )
-def test_merged_exports_equal_one_process(events: list[tuple[float, float, bool]], k: int) -> None:
-    events.sort()
+Event = tuple[float, float, str | None, str, str, bool]
+
+
+def play(reg: Registry, t: float, latency: float, error: str | None, v: str, u: str,
+         fell_back: bool) -> None:  # fmt: skip
+    x = exchange(t, latency, error)
+    if fell_back:
+        reg.lane("r", v, "u2" if u == "u1" else "u1", t).absorb("connection", t)
+    reg.lane("r", v, u, t).record(x, 5, t)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(EVENT, min_size=1, max_size=60), st.integers(1, 4))
+def test_merged_exports_equal_one_process(events: list[Event], k: int) -> None:
+    events.sort(key=lambda e: e[0])
     now = events[-1][0] + 1
     one = Registry()
     parts = [Registry() for _ in range(k)]
-    for i, (t, latency, failed) in enumerate(events):
-        x = exchange(t, latency, "timeout" if failed else None)
+    for i, event in enumerate(events):
         for reg in (one, parts[i % k]):
-            reg.variant_series("r", "v", t).record(x, 5, t)
+            play(reg, *event)
     for window in ("60s", "300s", "3600s", "cumulative"):
         whole = Merged()
         whole.add(one.export(window, now))
         merged = Merged()
         for reg in parts:
             merged.add(reg.export(window, now))
-        a = whole.variants[("r", "v")][0].to_dict()
-        b = merged.variants[("r", "v")][0].to_dict()
-        assert a == b, window
+        for table in ("variants", "upstreams"):
+            a = {key: s.to_dict() for key, (s, _, _) in getattr(whole, table).items()}
+            b = {key: s.to_dict() for key, (s, _, _) in getattr(merged, table).items()}
+            assert a == b, (window, table)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(EVENT, min_size=1, max_size=60))
+def test_variant_and_upstream_views_count_each_request_where_it_belongs(
+    events: list[Event],
+) -> None:
+    # Recorded once, in its lane, a request shows in its variant's numbers and its
+    # upstream's; a failed attempt before a fallback is an absorbed error of the
+    # variant and a failed request of the upstream it failed on.
+    events.sort(key=lambda e: e[0])
+    now = events[-1][0] + 1
+    reg = Registry()
+    for event in events:
+        play(reg, *event)
+    got = Merged()
+    got.add(reg.export("cumulative", now))
+    for v in ("v", "w"):
+        mine = [e for e in events if e[3] == v]
+        if not mine:
+            assert ("r", v) not in got.variants
+            continue
+        stats = got.variants[("r", v)][0]
+        assert stats.requests == len(mine)
+        assert stats.latency.count == len(mine)
+        assert sum(stats.errors) == sum(1 for e in mine if e[2] is not None)
+        assert stats.absorbed[ERROR_INDEX["connection"]] == sum(1 for e in mine if e[5])
+    for u, other in (("u1", "u2"), ("u2", "u1")):
+        served = [e for e in events if e[4] == u]
+        failed_here = [e for e in events if e[5] and e[4] == other]
+        if not served and not failed_here:
+            assert u not in got.upstreams
+            continue
+        stats = got.upstreams[u][0]
+        assert stats.requests == len(served) + len(failed_here)
+        assert stats.latency.count == len(served)
+        assert stats.errors[ERROR_INDEX["connection"]] == len(failed_here)
+        assert sum(stats.errors) == len(failed_here) + sum(1 for e in served if e[2] is not None)
+        assert sum(stats.absorbed) == 0

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from turnout.exceptions import GatewayError, UpstreamFailed, UpstreamTimeout
+
+if TYPE_CHECKING:
+    from turnout.observe.metrics import Series
 
 # Error classes, in the order every view lists them.
 CLIENT_4XX = "client_4xx"  # the client's request was refused (by turnout or the upstream)
@@ -70,6 +74,7 @@ class Exchange:
     response_body: bytes | None = None
     kept: list[bytes] | None = None  # the live answer's bytes, kept when a shadow compares
     client_gone: bool = False  # the client left before the end of the response
+    lane: Series | None = None  # the metrics series it is counted in (Observer.begin)
 
     @property
     def total(self) -> float:

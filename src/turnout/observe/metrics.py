@@ -56,33 +56,41 @@ class SeriesStats:
         self.cost_nano = 0
 
     def record(self, x: Exchange, cost_nano: int) -> None:
+        # Once per request: the Exchange's times are read once into locals, and no
+        # helper is called, because attribute and call overhead is most of the cost.
         self.requests += 1
         if x.error_class is not None:
             self.errors[ERROR_INDEX[x.error_class]] += 1
-        total = x.total
+        start, sent, done, first = x.start, x.sent, x.upstream_done, x.first_chunk
+        total = x.end - start
         self.latency.add(total)
-        upstream = x.upstream_time
-        if upstream is not None:
-            self.overhead.add(max(total - upstream, 0.0))
-        ttft = x.ttft
-        if ttft is not None:
-            self.ttft.add(ttft)
+        if sent is not None and done is not None:
+            own = total - (done - sent)
+            self.overhead.add(own if own > 0.0 else 0.0)
+        if first is not None:
+            self.ttft.add(first - start)
         if x.input_tokens:
             self.input_tokens += x.input_tokens
-        if x.output_tokens:
-            self.output_tokens += x.output_tokens
-            gen = _generation_seconds(x)
-            if gen:
-                self.tps.add(x.output_tokens / gen)
+        out = x.output_tokens
+        if out:
+            self.output_tokens += out
+            # Generation time: streams from the first chunk, whole answers from the send.
+            begin = first if first is not None else sent
+            if done is not None and begin is not None and done > begin:
+                self.tps.add(out / (done - begin))
         self.cost_nano += cost_nano
         if x.attempts > 1:
             self.retries += x.retries
             self.fallbacks += x.fallbacks
 
-    def fail_attempt(self, error_class: str) -> None:
-        """An upstream's attempt that failed and was retried elsewhere or again."""
-        self.requests += 1
-        self.errors[ERROR_INDEX[error_class]] += 1
+    def fold_absorbed(self) -> None:
+        """Seen from the upstream, an absorbed failure is a request that failed:
+        count it so (the upstream views, made from lanes, hold no absorbed errors)."""
+        for i, n in enumerate(self.absorbed):
+            if n:
+                self.requests += n
+                self.errors[i] += n
+                self.absorbed[i] = 0
 
     def absorb(self, error_class: str) -> None:
         self.absorbed[ERROR_INDEX[error_class]] += 1
@@ -167,16 +175,6 @@ class SeriesStats:
         }
 
 
-def _generation_seconds(x: Exchange) -> float | None:
-    """Streams: first chunk to the end; whole responses: the upstream's time."""
-    if x.upstream_done is None:
-        return None
-    begin = x.first_chunk if x.first_chunk is not None else x.sent
-    if begin is None or x.upstream_done <= begin:
-        return None
-    return x.upstream_done - begin
-
-
 def _percentiles(sketch: DDSketch, scale: float) -> dict[str, float | None]:
     p50, p95, p99 = sketch.quantiles((0.5, 0.95, 0.99))
     mean = sketch.mean
@@ -197,7 +195,7 @@ class Series:
     second set of inserts per request).
     """
 
-    __slots__ = ("_epoch", "_head", "coarse", "fine", "in_flight")
+    __slots__ = ("_epoch", "_head", "_next_roll", "coarse", "fine", "in_flight")
 
     def __init__(self, now: float) -> None:
         self.fine: Windowed[SeriesStats] = Windowed(
@@ -208,29 +206,30 @@ class Series:
         )
         self.in_flight = 0
         self._epoch = floor(now / FINE)
+        self._next_roll = (self._epoch + 1) * FINE
         self._head = self.fine.current(now)
 
     def _roll(self, now: float) -> SeriesStats:
+        if now < self._next_roll:
+            return self._head
         epoch = floor(now / FINE)
         if epoch > self._epoch:
             # The finished slot is still intact: the fine ring clears a slot only
             # when it is reused, which happens in the current() call below.
             self.coarse.current(self._epoch * FINE).merge(self._head)
             self._epoch = epoch
+            self._next_roll = (epoch + 1) * FINE
             self._head = self.fine.current(now)
         return self._head
 
     def record(self, x: Exchange, cost_nano: int, now: float) -> None:
         self._roll(now).record(x, cost_nano)
 
-    def fail_attempt(self, error_class: str, now: float) -> None:
-        self._roll(now).fail_attempt(error_class)
-
     def absorb(self, error_class: str, now: float) -> None:
         self._roll(now).absorb(error_class)
 
     def window(self, name: str, now: float) -> tuple[SeriesStats, float]:
-        """The aggregate for a named window and the seconds it covers."""
+        """The aggregate for a named window (a new object) and the seconds it covers."""
         head = self._roll(now)
         seconds = WINDOWS[name]
         if seconds is None:
@@ -243,27 +242,29 @@ class Series:
         return out, self.coarse.window_span(now, seconds)
 
 
+Lane = tuple[str, str, str]  # route, variant, upstream
+
+
 class Registry:
-    """Every series of one process. ``now`` is a monotonic clock, passed in."""
+    """Every series of one process. ``now`` is a monotonic clock, passed in.
+
+    Live traffic is recorded once per request, in the series of its *lane*: the
+    route, the variant and the upstream that answered. The per-variant and
+    per-upstream numbers are merges of lanes, made when exported (merging is exact),
+    so a request costs one set of sketch inserts instead of two.
+    """
 
     def __init__(self) -> None:
-        self.variants: dict[tuple[str, str], Series] = {}
-        self.upstreams: dict[str, Series] = {}
-        # Shadow calls, never in the series above: their numbers must not mix with live ones.
+        self.lanes: dict[Lane, Series] = {}
+        # Shadow calls, never in the lanes: their numbers must not mix with live ones.
         self.shadows: dict[tuple[str, str], Series] = {}
         self.tallies: dict[tuple[str, str], Tally] = {}  # mirroring and agreement, cumulative
 
-    def variant_series(self, route: str, variant: str, now: float) -> Series:
-        key = (route, variant)
-        series = self.variants.get(key)
+    def lane(self, route: str, variant: str, upstream: str, now: float) -> Series:
+        key = (route, variant, upstream)
+        series = self.lanes.get(key)
         if series is None:
-            series = self.variants[key] = Series(now)
-        return series
-
-    def upstream_series(self, name: str, now: float) -> Series:
-        series = self.upstreams.get(name)
-        if series is None:
-            series = self.upstreams[name] = Series(now)
+            series = self.lanes[key] = Series(now)
         return series
 
     def shadow_series(self, route: str, shadow: str, now: float) -> Series:
@@ -282,15 +283,20 @@ class Registry:
 
     def export(self, window: str, now: float) -> dict[str, Any]:
         """This process's numbers for one window, to merge with other processes'."""
+        variants: dict[tuple[str, str], tuple[SeriesStats, float, int]] = {}
+        upstreams: dict[str, tuple[SeriesStats, float, int]] = {}
+        for (route, variant, upstream), series in self.lanes.items():
+            stats, span = series.window(window, now)
+            _add(upstreams, upstream, stats, span, series.in_flight)
+            _add(variants, (route, variant), stats, span, series.in_flight)
+        for stats, _, _ in upstreams.values():
+            stats.fold_absorbed()
         return {
             "window": window,
             "variants": [
-                {"route": r, "variant": v, **_export(s, window, now)}
-                for (r, v), s in self.variants.items()
+                {"route": r, "variant": v, **_exported(*item)} for (r, v), item in variants.items()
             ],
-            "upstreams": [
-                {"upstream": u, **_export(s, window, now)} for u, s in self.upstreams.items()
-            ],
+            "upstreams": [{"upstream": u, **_exported(*item)} for u, item in upstreams.items()],
             # Tallies are cumulative whatever the window.
             "shadows": [
                 {
@@ -304,9 +310,31 @@ class Registry:
         }
 
 
+def _add(
+    table: dict[Any, tuple[SeriesStats, float, int]],
+    key: Any,
+    stats: SeriesStats,
+    span: float,
+    in_flight: int,
+) -> None:
+    have = table.get(key)
+    if have is None:
+        own = SeriesStats()  # ``stats`` goes into two tables: each merges into its own
+        own.merge(stats)
+        table[key] = (own, span, in_flight)
+        return
+    have[0].merge(stats)
+    # Lanes of one series cover the same stretch of time: the span is the longest.
+    table[key] = (have[0], max(have[1], span), have[2] + in_flight)
+
+
+def _exported(stats: SeriesStats, span: float, in_flight: int) -> dict[str, Any]:
+    return {"stats": stats.to_dict(), "span": span, "in_flight": in_flight}
+
+
 def _export(series: Series, window: str, now: float) -> dict[str, Any]:
     stats, span = series.window(window, now)
-    return {"stats": stats.to_dict(), "span": span, "in_flight": series.in_flight}
+    return _exported(stats, span, series.in_flight)
 
 
 class Merged:
