@@ -41,14 +41,14 @@ class Recorder:
                 raise
         if request.path == "/stream":
             out = StreamResponse(200, {"content-type": "text/event-stream"})
-            await out.prepare(request)
+            out.prepare(request)
             for i in range(3):
                 await out.write(b"data: %d\n\n" % i)
             await out.write_eof()
             return out
         if request.path == "/flood":
             out = StreamResponse(200, {"content-type": "text/event-stream"})
-            await out.prepare(request)
+            out.prepare(request)
             self.started.set()
             chunk = b"x" * 65536
             try:
@@ -258,7 +258,7 @@ async def test_a_stream_head_goes_with_the_first_write_and_the_last_data_with_th
 
     async def handler(request: Request) -> StreamResponse:
         out = StreamResponse(200, {"content-type": "text/event-stream"})
-        await out.prepare(request)
+        out.prepare(request)
         steps[0].set()
         await steps[1].wait()
         await out.write(b"")  # commits the head, no data

@@ -318,7 +318,7 @@ class Dispatcher:
         # chunk was its last, so nothing is held back waiting for the next one.
         last = b""
         try:
-            await out.prepare(request)
+            out.prepare(request)
             try:
                 if upstream.at_end:
                     last = passed

@@ -104,16 +104,16 @@ class StreamResponse:
     alone), and ``write_eof`` takes the last data with it. A write to a client that
     has gone raises ``ConnectionResetError``."""
 
-    __slots__ = ("_conn", "_ended", "_head", "headers", "status")
+    __slots__ = ("_conn", "_head", "ended", "headers", "status")
 
     def __init__(self, status: int = 200, headers: Mapping[str, str] | None = None) -> None:
         self.status = status
         self.headers = dict(headers) if headers else {}
         self._conn: _Connection | None = None
         self._head = b""  # rendered by prepare, not yet sent
-        self._ended = False
+        self.ended = False  # write_eof was called: the connection may serve another request
 
-    async def prepare(self, request: Request) -> None:
+    def prepare(self, request: Request) -> None:
         self._conn = request._conn
         self._head = _head(self.status, self.headers, b"transfer-encoding: chunked\r\n", True)
 
@@ -128,21 +128,19 @@ class StreamResponse:
             conn.send(b"%x\r\n%b\r\n" % (len(data), data))
         else:
             return
-        await conn.drain()
+        if conn.write_ready is not None:  # the client reads slower than we write
+            await conn.drain()
 
     async def write_eof(self, data: bytes = b"") -> None:
         conn = self._conn
         assert conn is not None, "prepare() first"
-        if not self._ended:
-            self._ended = True
+        if not self.ended:
+            self.ended = True
             last = b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data) if data else b"0\r\n\r\n"
             head, self._head = self._head, b""
             conn.send(head + last if head else last)
-            await conn.drain()
-
-    @property
-    def ended(self) -> bool:
-        return self._ended
+            if conn.write_ready is not None:
+                await conn.drain()
 
 
 Handler = Callable[[Request], Awaitable[Response | StreamResponse]]
@@ -192,7 +190,7 @@ class _Connection(asyncio.Protocol):
         self._pending: deque[tuple[Request | Response, bool]] = deque()
         self._task: asyncio.Task[None] | None = None
         self._paused_reading = False
-        self._write_ready: asyncio.Future[None] | None = None
+        self.write_ready: asyncio.Future[None] | None = None
         self.idle_since: float | None = None  # loop time; None while a request is in hand
 
     # -- asyncio.Protocol ---------------------------------------------------------
@@ -209,7 +207,7 @@ class _Connection(asyncio.Protocol):
         self._pending.clear()
         if self._task is not None:
             self._task.cancel()  # the client left: stop working for it
-        waiter, self._write_ready = self._write_ready, None
+        waiter, self.write_ready = self.write_ready, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(ConnectionResetError("the client closed the connection"))
 
@@ -229,11 +227,11 @@ class _Connection(asyncio.Protocol):
                 self._refuse_now(InvalidRequest(f"malformed HTTP request: {exc}", code="bad_http"))
 
     def pause_writing(self) -> None:
-        if self._write_ready is None:
-            self._write_ready = self._loop.create_future()
+        if self.write_ready is None:
+            self.write_ready = self._loop.create_future()
 
     def resume_writing(self) -> None:
-        waiter, self._write_ready = self._write_ready, None
+        waiter, self.write_ready = self.write_ready, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
@@ -375,7 +373,7 @@ class _Connection(asyncio.Protocol):
     async def drain(self) -> None:
         if self._transport is None:
             raise ConnectionResetError("the client closed the connection")
-        waiter = self._write_ready
+        waiter = self.write_ready
         if waiter is not None:
             await asyncio.shield(waiter)
 

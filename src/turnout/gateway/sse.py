@@ -16,16 +16,10 @@ import orjson
 _USAGE = re.compile(rb'"usage"\s*:\s*\{')
 _ERROR = re.compile(rb'^data:\s*\{\s*"error"', re.MULTILINE)
 _SEP = b"\n\n"
-
-
 # A regex scan of every chunk cost a quarter of the gateway's CPU on streams
-# (bench/stack); a substring test (memchr-fast) rules out nearly every chunk first.
-def _has_usage(data: bytes) -> bool:
-    return b'"usage"' in data and _USAGE.search(data) is not None
-
-
-def _has_error(data: bytes) -> bool:
-    return b'"error"' in data and _ERROR.search(data) is not None
+# (bench/stack); a substring search (a fast C scan) rules out nearly every chunk first.
+_USAGE_KEY = b'"usage"'
+_ERROR_KEY = b'"error"'
 
 
 class StreamTap:
@@ -41,35 +35,48 @@ class StreamTap:
 
     def feed(self, chunk: bytes) -> bytes:
         """The bytes to pass on to the client for this chunk (possibly fewer)."""
-        self.chunks += chunk.count(b"data:")
-        if _has_error(chunk):
-            self.errored = True
-        if not self._pending and chunk.endswith(_SEP) and not _has_usage(chunk):
-            return chunk
-        data = self._pending + chunk
-        cut = data.rfind(_SEP)
-        if cut < 0:
-            self._pending = data
-            return b""
-        whole, self._pending = data[: cut + 2], data[cut + 2 :]
-        if not _has_usage(whole):
-            return whole
-        return b"".join(e for e in self._events(whole) if e)
+        if not self._pending and chunk.endswith(_SEP):
+            whole = chunk  # the common case: whole events, passed on as they came
+        else:
+            # Scanned once whole: a read may end in the middle of "data:" or "error".
+            data = self._pending + chunk
+            cut = data.rfind(_SEP)
+            if cut < 0:
+                self._pending = data
+                return b""
+            whole, self._pending = data[: cut + 2], data[cut + 2 :]
+        self._scan(whole)
+        at = whole.find(_USAGE_KEY)
+        return whole if at < 0 else self._usage_taken(whole, at)
 
     def flush(self) -> bytes:
         """What is left when the upstream ends the stream without a final separator."""
         rest, self._pending = self._pending, b""
+        self._scan(rest)
         return rest
 
-    def _events(self, whole: bytes) -> list[bytes]:
+    def _scan(self, events: bytes) -> None:
+        self.chunks += events.count(b"data:")
+        if _ERROR_KEY in events and _ERROR.search(events) is not None:
+            self.errored = True
+
+    def _usage_taken(self, whole: bytes, at: int) -> bytes:
+        """``whole`` (complete events) with the usage of the events that mention it,
+        from ``at`` on, recorded, and turnout's own usage event left out. Only those
+        events are cut out and looked at; the rest passes on in slices."""
         out = []
-        for event in whole.split(_SEP):
-            if not event:
-                continue
-            if _has_usage(event) and self._take_usage(event):
-                continue
-            out.append(event + _SEP)
-        return out
+        start = 0
+        while at >= 0:
+            begin = whole.rfind(_SEP, start, at)
+            begin = start if begin < 0 else begin + 2
+            end = whole.find(_SEP, at) + 2  # ``whole`` ends with a separator
+            event = whole[begin:end]
+            drop = _USAGE.search(event) is not None and self._take_usage(event)
+            out.append(whole[start:begin] if drop else whole[start:end])
+            start = end
+            at = whole.find(_USAGE_KEY, start)
+        out.append(whole[start:])
+        return b"".join(out)
 
     def _take_usage(self, event: bytes) -> bool:
         """Record the usage in ``event``; True if the event is to be dropped."""
