@@ -48,8 +48,8 @@ def play(reg: Registry, t: float, latency: float, error: str | None, v: str, u: 
          fell_back: bool) -> None:  # fmt: skip
     x = exchange(t, latency, error)
     if fell_back:
-        reg.lane("r", v, "u2" if u == "u1" else "u1", t).absorb("connection", t)
-    reg.lane("r", v, u, t).record(x, 5, t)
+        reg.track("r", v, "u2" if u == "u1" else "u1", t).absorb("connection", t)
+    reg.track("r", v, u, t).record(x, 5, t)
 
 
 @settings(max_examples=50, deadline=None)
@@ -79,7 +79,7 @@ def test_merged_exports_equal_one_process(events: list[Event], k: int) -> None:
 def test_variant_and_upstream_views_count_each_request_where_it_belongs(
     events: list[Event],
 ) -> None:
-    # Recorded once, in its lane, a request shows in its variant's numbers and its
+    # Recorded once, in its track, a request shows in its variant's numbers and its
     # upstream's; a failed attempt before a fallback is an absorbed error of the
     # variant and a failed request of the upstream it failed on.
     events.sort(key=lambda e: e[0])

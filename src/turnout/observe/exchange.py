@@ -74,7 +74,7 @@ class Exchange:
     response_body: bytes | None = None
     kept: list[bytes] | None = None  # the live answer's bytes, kept when a shadow compares
     client_gone: bool = False  # the client left before the end of the response
-    lane: Series | None = None  # the metrics series it is counted in (Observer.begin)
+    track: Series | None = None  # the metrics series it is counted in (Observer.begin)
 
     @property
     def total(self) -> float:

@@ -37,21 +37,21 @@ class Observer:
 
     def begin(self, x: Exchange, variant: str, upstream: str) -> None:
         """The request has a variant and an upstream: it counts as in flight in
-        their lane (``Registry``), which it is recorded in when it finishes."""
+        their track (``Registry``), which it is recorded in when it finishes."""
         assert x.route is not None
         x.variant = variant
         x.upstream = upstream
         if self.metrics:
-            lane = x.lane = self.registry.lane(x.route, variant, upstream, x.start)
-            lane.in_flight += 1
+            track = x.track = self.registry.track(x.route, variant, upstream, x.start)
+            track.in_flight += 1
 
     def moved(self, x: Exchange, upstream: str) -> None:
         """The request goes on to another upstream (a fallback): in flight there now."""
-        lane = x.lane
-        if lane is not None and x.route is not None and x.variant is not None:
-            lane.in_flight -= 1
-            lane = x.lane = self.registry.lane(x.route, x.variant, upstream, x.start)
-            lane.in_flight += 1
+        track = x.track
+        if track is not None and x.route is not None and x.variant is not None:
+            track.in_flight -= 1
+            track = x.track = self.registry.track(x.route, x.variant, upstream, x.start)
+            track.in_flight += 1
         x.upstream = upstream
 
     def absorbed(self, x: Exchange, upstream: str, error_class: str, now: float) -> None:
@@ -59,14 +59,14 @@ class Observer:
         the failure, but it counts against the upstream and, as absorbed, the variant."""
         if not self.metrics or x.route is None or x.variant is None:
             return
-        self.registry.lane(x.route, x.variant, upstream, now).absorb(error_class, now)
+        self.registry.track(x.route, x.variant, upstream, now).absorb(error_class, now)
 
     def finish(self, x: Exchange, snap: Snapshot) -> None:
         cost = snap.cost_nano(x.model, x.input_tokens, x.output_tokens)
-        lane = x.lane
-        if lane is not None:
-            lane.in_flight -= 1
-            lane.record(x, cost, x.end)
+        track = x.track
+        if track is not None:
+            track.in_flight -= 1
+            self.registry.record(track, x, cost)
         if self.log is not None:
             self.log.submit(_entry(x, cost, snap))
         if self.spans is not None and x.upstream is not None:
