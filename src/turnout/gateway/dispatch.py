@@ -312,7 +312,8 @@ class Dispatcher:
         x.first_chunk = perf_counter()
         if kept is not None:
             kept.append(first)
-        out = StreamResponse(status=200, headers={**headers, **_SSE_HEADERS})
+        headers.update(_SSE_HEADERS)  # the request's own dict: nothing else reads it now
+        out = StreamResponse(status=200, headers=headers)
         ok = True
         # The last data rides with the end of the answer: the upstream says when a
         # chunk was its last, so nothing is held back waiting for the next one.

@@ -108,7 +108,7 @@ class StreamResponse:
 
     def __init__(self, status: int = 200, headers: Mapping[str, str] | None = None) -> None:
         self.status = status
-        self.headers = dict(headers) if headers else {}
+        self.headers: Mapping[str, str] = headers or {}  # read once, by prepare(); not copied
         self._conn: _Connection | None = None
         self._head = b""  # rendered by prepare, not yet sent
         self.ended = False  # write_eof was called: the connection may serve another request
