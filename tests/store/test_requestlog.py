@@ -14,6 +14,8 @@ import pytest
 from tests.store.conftest import MakeLog
 from tests.store.util import count_rows, entry, query, wait_until
 
+from turnout.store.entry import entry_values
+
 # -- batching and the queue -----------------------------------------------------------
 
 
@@ -121,6 +123,35 @@ def test_a_malformed_entry_costs_only_its_own_row(make_log: MakeLog) -> None:
     assert log.flush()
     assert (log.written, log.lost, log.write_errors) == (2, 2, 0)
     assert query(log.path, "SELECT request_id FROM request_log") == [("req-1",), ("req-4",)]
+
+
+class Deferred:
+    """A ``Loggable``: made an entry only when its batch is sealed."""
+
+    def __init__(self, i: int, fail: bool = False) -> None:
+        self.i, self.fail, self.asked = i, fail, 0
+
+    def log_values(self) -> Any:
+        self.asked += 1
+        if self.fail:
+            raise RuntimeError("no entry")
+        return entry_values(entry(self.i))
+
+
+def test_a_loggable_is_made_an_entry_when_sealed_and_a_failing_one_is_lost(
+    make_log: MakeLog,
+) -> None:
+    log = make_log()
+    items = [Deferred(1), Deferred(2, fail=True), Deferred(3)]
+    for item in items:
+        assert log.submit(item)
+    assert [d.asked for d in items] == [0, 0, 0]  # not on the request path
+    log.submit(entry(4))
+    log.start()
+    assert log.flush()
+    assert (log.written, log.lost) == (3, 1)
+    got = query(log.path, "SELECT request_id FROM request_log ORDER BY request_id")
+    assert got == [("req-1",), ("req-3",), ("req-4",)]
 
 
 # -- reads ----------------------------------------------------------------------------

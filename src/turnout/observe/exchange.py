@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from turnout.exceptions import GatewayError, UpstreamFailed, UpstreamTimeout
+from turnout.store.entry import EntryValues
 
 if TYPE_CHECKING:
     from turnout.observe.metrics import Series
@@ -75,6 +76,21 @@ class Exchange:
     kept: list[bytes] | None = None  # the live answer's bytes, kept when a shadow compares
     client_gone: bool = False  # the client left before the end of the response
     track: Series | None = None  # the metrics series it is counted in (Observer.begin)
+    cost_nano: int = 0  # set when it finishes
+    redact_spec: str | None = None  # the route's redaction hook, when bodies were sampled
+
+    def log_values(self) -> EntryValues:
+        """Its request log entry, in the wire form (``store.entry.EntryValues``). Called
+        when the log seals a batch, after the request finished: nothing changes it then."""
+        ttft = self.ttft
+        cost = self.cost_nano
+        return (
+            self.request_id, self.wall_start, self.route, self.variant, self.upstream,
+            self.status, self.error_class, (self.end - self.start) * 1000.0,
+            None if ttft is None else ttft * 1000.0, self.input_tokens, self.output_tokens,
+            cost / 1e9 if cost else None, self.key, self.stream, self.attempts or 1,
+            self.request_body, self.response_body, self.redact_spec,
+        )  # fmt: skip
 
     @property
     def total(self) -> float:

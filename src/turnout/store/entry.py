@@ -27,7 +27,7 @@ import os
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 
@@ -94,6 +94,13 @@ class LogEntry:
     request_body: bytes | None = None
     response_body: bytes | None = None
     redact: Redactor | str | None = None
+
+
+class Loggable(Protocol):
+    """What can be submitted to the log as it is, to be made an entry later, when
+    its batch is sealed (the gateway's ``Exchange``)."""
+
+    def log_values(self) -> EntryValues: ...
 
 
 def entry_values(e: LogEntry) -> EntryValues:

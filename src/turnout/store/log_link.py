@@ -25,7 +25,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -160,7 +160,7 @@ class Shipper:
     def __init__(
         self,
         out: queue.SimpleQueue[Frame],
-        waiting: list[EntryValues],
+        waiting: Sized,  # the entries not yet sealed: only its length is read
         seal: Callable[[int], None],
         clock: Callable[[], float],
         flush_interval: float,

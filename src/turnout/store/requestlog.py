@@ -46,7 +46,14 @@ from multiprocessing.util import Finalize
 from os import PathLike, fspath
 from typing import Any
 
-from turnout.store.entry import COLUMNS, EntryValues, KeyHasher, LogEntry, entry_values
+from turnout.store.entry import (
+    COLUMNS,
+    EntryValues,
+    KeyHasher,
+    LogEntry,
+    Loggable,
+    entry_values,
+)
 from turnout.store.log_link import Frame, Shipper, load_secret, plain
 from turnout.store.log_writer import FLAG_WRITE, Writer, WriterSettings
 from turnout.store.sqlite import connect
@@ -54,6 +61,16 @@ from turnout.store.sqlite import connect
 __all__ = ["LogEntry", "RequestLog"]
 
 log = logging.getLogger("turnout.store")
+
+
+def _values(item: EntryValues | Loggable) -> EntryValues | None:
+    """``item`` as an entry of plain values; None if it cannot be one."""
+    try:
+        values = item if isinstance(item, tuple) else item.log_values()
+    except Exception:
+        return None
+    return plain(values)
+
 
 CHUNK = 256  # entries per frame: marshal holds the loop ~30 µs per seal
 _RETENTION_CHUNK = 500  # rows deleted per transaction: ~0.5 ms of the writer's CPU
@@ -81,7 +98,7 @@ class RequestLog:
         if flush_interval <= 0 or max_age_seconds <= 0 or retention_interval < 0:
             raise ValueError("flush_interval and max_age_seconds must be > 0")
         self.path = path
-        self._buf: list[EntryValues] = []
+        self._buf: list[EntryValues | Loggable] = []
         self._queue_limit = queue_limit
         self._chunk = min(batch_size, CHUNK)
         self._batch_size = batch_size
@@ -107,16 +124,17 @@ class RequestLog:
 
     # -- the request path ---------------------------------------------------------
 
-    def submit(self, entry: LogEntry | EntryValues) -> bool:
-        """Queue ``entry`` (a ``LogEntry``, or its wire form, cheaper to build) for
-        writing; False (counted in ``dropped``) when the queue is full or the log
-        closed. Never blocks, never does I/O."""
+    def submit(self, entry: LogEntry | EntryValues | Loggable) -> bool:
+        """Queue ``entry`` (a ``LogEntry``, its wire form, cheaper to build, or a
+        ``Loggable``, made an entry when its batch is sealed) for writing; False
+        (counted in ``dropped``) when the queue is full or the log closed. Never
+        blocks, never does I/O."""
         queued = self.submitted - self._ship.shipped - self._unsealable
         if queued >= self._queue_limit or self._closed:
             self.dropped += 1
             return False
         buf = self._buf
-        buf.append(entry if isinstance(entry, tuple) else entry_values(entry))
+        buf.append(entry_values(entry) if isinstance(entry, LogEntry) else entry)
         self.submitted += 1
         if len(buf) >= self._chunk:
             self._seal(0)
@@ -129,14 +147,15 @@ class RequestLog:
         with self._seal_lock:
             buf = self._buf
             n = len(buf)
-            entries = buf[:n]
+            items = buf[:n]
             del buf[:n]
             payload = b""
             if n:
                 try:
+                    entries = [e if isinstance(e, tuple) else e.log_values() for e in items]
                     payload = marshal.dumps(entries)
                 except Exception:  # a field of an unexpected type: sort them out one by one
-                    entries = [e for e in map(plain, entries) if e is not None]
+                    entries = [e for e in map(_values, items) if e is not None]
                     self._lost(n - len(entries))
                     self._unsealable += n - len(entries)
                     n = len(entries)
