@@ -39,6 +39,7 @@ from turnout.observe.observer import Observer
 from turnout.resilience import HealthBook, RetryBudget, backoff_delay, parse_retry_after
 from turnout.resilience.chains import Chain, RoutePolicy, Step
 from turnout.routing.request import as_text
+from turnout.routing.transform import Usage
 
 H_UPSTREAM = "x-turnout-upstream"
 H_ATTEMPTS = "x-turnout-attempts"
@@ -146,7 +147,7 @@ class Dispatcher:
         steps: tuple[Step, ...],
         body: dict[str, Any],
         headers: dict[str, str],
-        strip_usage: bool,
+        usage: Usage,
     ) -> Response | StreamResponse:
         """Answer the request from the first step that succeeds; the last failure
         otherwise (relayed, or raised as a GatewayError)."""
@@ -164,7 +165,7 @@ class Dispatcher:
         retries = 0
         while True:
             x.attempts += 1
-            result = await self._attempt(request, x, step, payload, headers, deadline, strip_usage)
+            result = await self._attempt(request, x, step, payload, headers, deadline, usage)
             if not isinstance(result, Failure):
                 return result
             now = perf_counter()
@@ -212,7 +213,7 @@ class Dispatcher:
         payload: bytes,
         headers: dict[str, str],
         deadline: float | None,
-        strip_usage: bool,
+        usage: Usage,
     ) -> Response | StreamResponse | Failure:
         """One call to one upstream; its outcome is reported to the upstream's health
         (a reserved half-open probe is released if the call ends without one)."""
@@ -234,7 +235,7 @@ class Dispatcher:
                 ok = False
                 return Failure(error_class_of(exc), exc=exc)
             if x.stream and upstream.status == 200 and upstream.content_type == "text/event-stream":
-                streamed, ok = await self._stream(request, x, upstream, headers, strip_usage)
+                streamed, ok = await self._stream(request, x, upstream, headers, usage)
                 return streamed
             whole = await self._whole(x, upstream, headers)
             # A client's 4xx says nothing of the upstream's health: it answered.
@@ -284,10 +285,10 @@ class Dispatcher:
         x: Exchange,
         upstream: UpstreamResponse,
         headers: dict[str, str],
-        strip_usage: bool,
+        usage: Usage,
     ) -> tuple[StreamResponse | Failure, bool]:
         """Relay an SSE stream; (the response or a failure, whether it went well)."""
-        tap = StreamTap(strip_usage)
+        tap = StreamTap(usage)
         chunks = upstream.chunks().__aiter__()
         kept = x.kept
         try:
@@ -349,7 +350,7 @@ class Dispatcher:
         finally:
             x.upstream_done = perf_counter()
             x.input_tokens = tap.input_tokens
-            x.output_tokens = tap.output_tokens if tap.output_tokens is not None else tap.chunks
+            x.output_tokens = tap.output_count
             upstream.close()
         return out, ok
 

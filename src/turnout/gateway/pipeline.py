@@ -33,7 +33,7 @@ from turnout.observe.observer import Observer
 from turnout.resilience import HealthBook
 from turnout.routing import RequestView, apply_variant
 from turnout.routing.request import as_text
-from turnout.routing.transform import ask_for_stream_usage
+from turnout.routing.transform import Usage, stream_usage
 from turnout.shadow.mirror import Live, Mirror, SampleSink
 from turnout.snapshot import Snapshot
 
@@ -113,11 +113,13 @@ class Pipeline:
             self.observer.begin(x, variant.name, steps[0].target.name)
             x.stream = body.get("stream") is True
             x.operation = endpoint
-            strip_usage = (
-                x.stream and steps[0].target.stream_usage and ask_for_stream_usage(body, endpoint)
+            usage = (
+                stream_usage(body, endpoint, steps[0].target.stream_usage)
+                if x.stream
+                else Usage.NOT_ASKED
             )
             response = await self.dispatcher.run(
-                request, x, policy, chain, steps, body, headers, strip_usage
+                request, x, policy, chain, steps, body, headers, usage
             )
             x.status = response.status
             return response

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from turnout.config.attributes import AttrRef, Template
@@ -80,16 +81,27 @@ def apply_bundle(
     return body
 
 
-def ask_for_stream_usage(body: dict[str, Any], endpoint: str) -> bool:
-    """Ask the upstream for usage in a stream's final chunk; True if the client did not
-    ask for it itself (so the gateway removes that chunk before the client sees it)."""
+class Usage(Enum):
+    """Who asked the upstream for a stream's usage; it decides what the gateway's
+    stream tap does with the stream (``gateway.sse``)."""
+
+    NOT_ASKED = "not_asked"  # none will come: the events are counted instead
+    BY_CLIENT = "by_client"  # the client gets the usage event, as it asked
+    BY_TURNOUT = "by_turnout"  # recorded, and removed before the client sees it
+
+
+def stream_usage(body: dict[str, Any], endpoint: str, ask: bool) -> Usage:
+    """Who asks for a stream's usage in its final chunk: the client, or turnout when
+    ``ask`` (the upstream takes ``stream_options``), which sets it in ``body``."""
     if endpoint == "embeddings":
-        return False
+        return Usage.NOT_ASKED
     options = body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage") is True:
+        return Usage.BY_CLIENT
+    if not ask:
+        return Usage.NOT_ASKED
     if isinstance(options, dict):
-        if options.get("include_usage") is True:
-            return False
         body["stream_options"] = {**options, "include_usage": True}
     else:
         body["stream_options"] = {"include_usage": True}
-    return True
+    return Usage.BY_TURNOUT

@@ -41,7 +41,7 @@ from turnout.observe.exchange import (
 from turnout.observe.metrics import Registry
 from turnout.routing.bucketing import BUCKETS
 from turnout.routing.request import RequestView, as_text
-from turnout.routing.transform import apply_bundle, ask_for_stream_usage
+from turnout.routing.transform import apply_bundle, stream_usage
 from turnout.shadow.agreement import disagrees
 from turnout.shadow.answers import Reply, read_body, read_stream
 from turnout.shadow.evaluators import Answer, Evaluator, evaluate_all
@@ -195,8 +195,8 @@ class Mirror:
             view = RequestView(live.view.path, live.view.headers, body, live.view.query_string)
             apply_bundle(plan.bundle, plan.route, body, view)
             x.model = as_text(body.get("model"))
-            if x.stream and target.stream_usage:
-                ask_for_stream_usage(body, live.endpoint)
+            if x.stream:
+                stream_usage(body, live.endpoint, target.stream_usage)
             reply = await self._send(target, x, orjson.dumps(body))
         except GatewayError as exc:
             x.status, x.error_class = exc.status, error_class_of(exc)
