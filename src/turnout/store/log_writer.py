@@ -41,6 +41,7 @@ import marshal
 import os
 import select
 import signal
+import sqlite3
 import struct
 import traceback
 from dataclasses import dataclass
@@ -325,6 +326,11 @@ def serve(settings: WriterSettings, data: Connection, acks: Connection) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # see spawn
     with contextlib.suppress(OSError):
         os.nice(NICENESS)
+    # Most rows bind several NULLs (no error, no bodies, no TTFT on a whole answer).
+    # sqlite3 binds None only after a failed adaptation (protocol and attribute look-
+    # ups, ~0.35 µs a value); an identity adapter makes it a dict hit: ~0.8 µs a row
+    # less, in a process that does nothing else (bench/requestlog.py).
+    sqlite3.register_adapter(type(None), _identity)
     writer = Writer(settings)
     reader = FrameReader(data.fileno())
     told = writer.counters()
@@ -366,6 +372,10 @@ def _report(writer: Writer, acks: Connection, told: tuple[int, ...] | None) -> t
         acks.send_bytes(marshal.dumps((counters, writer.messages)))
         writer.messages = []
     return counters
+
+
+def _identity(value: None) -> None:
+    return value
 
 
 def _grace(signum: int, frame: FrameType | None) -> None:
