@@ -30,6 +30,7 @@ import platform
 import resource
 import shutil
 import signal
+import statistics
 import socket
 import subprocess
 import sys
@@ -950,7 +951,9 @@ def rps_cell(rec: dict | None) -> str:
 
 
 # Throughput ratios reported when both targets are in the results: (numerator, denominator).
-THROUGHPUT_RATIOS = [("turnout", "nginx-split"), ("turnout", "litellm"), ("turnout-2w", "turnout")]
+THROUGHPUT_RATIOS = [("turnout", "nginx-split"), ("turnout", "litellm"), ("turnout-2w", "turnout"),
+                     # what observing costs: metrics and request log on, and metrics alone
+                     ("turnout", "turnout-bare"), ("turnout-nolog", "turnout-bare")]
 # Targets whose added latency over direct at 1 connection is reported.
 ADDED_LATENCY = ["turnout", "nginx-split", "litellm"]
 
@@ -967,12 +970,12 @@ def compute_ratios(rows: list[dict]) -> dict:
                    key=lambda mc: (mc[0] != "json", mc[1]))
     out: dict = {"throughput": {}, "sse_over_json": {}, "added_over_direct_c1_ms": {}}
     for a, b in THROUGHPUT_RATIOS:
-        vals = {f"{m} c={c}": round(by[(a, m, c)]["rps"] / by[(b, m, c)]["rps"], 4)
+        vals = {f"{m} c={c}": ratio(by[(a, m, c)], by[(b, m, c)])
                 for m, c in cells if (a, m, c) in by and (b, m, c) in by and by[(b, m, c)]["rps"]}
         if vals:
             out["throughput"][f"{a}/{b}"] = vals
     for t in ("turnout",):
-        vals = {f"c={c}": round(by[(t, "sse", c)]["rps"] / by[(t, "json", c)]["rps"], 4)
+        vals = {f"c={c}": ratio(by[(t, "sse", c)], by[(t, "json", c)])
                 for c in sorted({c for _, c in cells})
                 if (t, "sse", c) in by and (t, "json", c) in by and by[(t, "json", c)]["rps"]}
         if vals:
@@ -987,6 +990,15 @@ def compute_ratios(rows: list[dict]) -> dict:
         if vals:
             out["added_over_direct_c1_ms"][t] = vals
     return out
+
+
+def ratio(a: dict, b: dict) -> float:
+    """req/s of ``a`` over ``b``: with interleaved rounds (``--rounds``), the median of
+    the rounds' ratios, each of two runs a few seconds apart; else of the two cells."""
+    ra, rb = a.get("round_rps"), b.get("round_rps")
+    if ra and rb and len(ra) == len(rb):
+        return round(statistics.median(x / y for x, y in zip(ra, rb) if y), 4)
+    return round(a["rps"] / b["rps"], 4)
 
 
 def _times(v: float) -> str:
@@ -1148,6 +1160,9 @@ def main() -> int:
     ap.add_argument("--base-port", type=int, default=18080, help="ports base..base+10 are used")
     ap.add_argument("--repeat", type=int, default=1,
                     help="measure each cell N times and report the median by req/s (default 1)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every target N times over, interleaved, and report each cell's "
+                         "median round; ratios are medians of the rounds' ratios (default 1)")
     ap.add_argument("--quiet-budget", type=float,
                     help="seconds in all to wait for an idle machine before cells (default 1200, smoke 0)")
     ap.add_argument("--retries", type=int,
@@ -1224,6 +1239,7 @@ def main() -> int:
     if skipped:
         print("skipped: " + "; ".join(skipped), flush=True)
     results, failures, started = [], [], []
+    by_cell: dict[tuple[str, str, int], list[dict]] = {}  # one record per round
     interrupted = False
     nginx = None
 
@@ -1239,63 +1255,66 @@ def main() -> int:
         for port in up.ports.values():
             wait_port(port, nginx, 15)
 
-        for t in targets:
-            for mode in modes:
-                stream = mode == "sse"
-                ctx = Ctx(port=proxy_port, upstream_a=up.ports[(mode, "a")],
-                          upstream_b=up.ports[(mode, "b")], stream=stream,
-                          workdir=wd / f"{t.name}-{mode}", python=python)
-                ctx.workdir.mkdir()  # a fresh one per start: no state carried between modes
-                window = LogWindow({v: up.log(wd, mode, v) for v in "ab"})
-                proc, port = None, ctx.upstream_a
-                label = f"{t.name} {mode}"
-                try:
-                    if t.start is not None:
-                        env = dict(os.environ, BENCH_PORT=str(proxy_port), BENCH_SALT=ctx.salt,
-                                   BENCH_UPSTREAM_A=ctx.url("a"), BENCH_UPSTREAM_B=ctx.url("b"),
-                                   PYTHONPATH=str(PROXIES), PYTHONDONTWRITEBYTECODE="1", **t.env)
-                        proc = Proc(t.start(ctx), core=PROXY_CORE, cwd=PROXIES, env=env,
-                                    log=wd / f"{t.name}-{mode}.out")
-                        started.append(proc)
-                        port = proxy_port
-                        wait_port(port, proc, t.start_timeout)
-                    problems = preflight(t, port, stream)
-                    if problems:
-                        raise RuntimeError("answers wrong: " + "; ".join(problems))
-                    for c in conns:
-                        samples = []
-                        for _ in range(args.repeat):
-                            rec = None
-                            for attempt in range(1 + args.retries):
-                                idle = quiet.wait()
-                                new = measure(t, proc, nginx, port, c, stream, window, args)
-                                new["background_pct_before"], new["attempt"] = idle, attempt + 1
-                                if rec is None or new["interference_pct"] < rec["interference_pct"]:
-                                    rec = new
-                                if rec["interference_pct"] <= quiet.threshold or attempt == args.retries:
-                                    break
-                                print(f"{label:28} c={c:<3} other load {new['interference_pct']:.0f}% "
-                                      f"of a core during the run; measuring again", flush=True)
-                            samples.append(rec)
-                        rec = median_of(samples)
-                        results.append(rec)
-                        lat = rec["latency_ms"]
-                        print(f"{label:28} c={c:<3} {rec['rps']:>9,.0f} req/s  p50 {lat['p50']:.3f} "
-                              f"p99 {lat['p99']:.3f} ms  cpu {fmt(rec['proxy_cpu_pct'], '{:.0f}')}%  "
-                              f"b {fmt(rec['split']['b_share'], '{:.2%}')}  "
-                              f"other {rec['interference_pct']:.0f}%  "
-                              f"{'ok' if not rec['problems'] else 'PROBLEM: ' + '; '.join(rec['problems'])}",
-                              flush=True)
-                except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as exc:
-                    failures.append(f"{label}: {exc}")
-                    print(f"{label:28} FAILED: {exc}", flush=True)
-                finally:
-                    if proc is not None:
-                        proc.stop()
-                        started.remove(proc)
-                        deadline = time.monotonic() + 10
-                        while not port_free(proxy_port) and time.monotonic() < deadline:
-                            time.sleep(0.1)
+        # Rounds interleave the targets: a drift of the machine's speed (a neighbour on
+        # the host) then touches every target alike instead of whichever ran during it.
+        sweeps = [(rnd, t, mode) for rnd in range(args.rounds) for t in targets for mode in modes]
+        for rnd, t, mode in sweeps:
+            stream = mode == "sse"
+            ctx = Ctx(port=proxy_port, upstream_a=up.ports[(mode, "a")],
+                      upstream_b=up.ports[(mode, "b")], stream=stream,
+                      workdir=wd / f"{t.name}-{mode}{f'-r{rnd + 1}' if rnd else ''}",
+                      python=python)
+            ctx.workdir.mkdir()  # a fresh one per start: no state carried between modes
+            window = LogWindow({v: up.log(wd, mode, v) for v in "ab"})
+            proc, port = None, ctx.upstream_a
+            label = f"{t.name} {mode}" + (f" r{rnd + 1}" if args.rounds > 1 else "")
+            try:
+                if t.start is not None:
+                    env = dict(os.environ, BENCH_PORT=str(proxy_port), BENCH_SALT=ctx.salt,
+                               BENCH_UPSTREAM_A=ctx.url("a"), BENCH_UPSTREAM_B=ctx.url("b"),
+                               PYTHONPATH=str(PROXIES), PYTHONDONTWRITEBYTECODE="1", **t.env)
+                    proc = Proc(t.start(ctx), core=PROXY_CORE, cwd=PROXIES, env=env,
+                                log=wd / f"{t.name}-{mode}.out")
+                    started.append(proc)
+                    port = proxy_port
+                    wait_port(port, proc, t.start_timeout)
+                problems = preflight(t, port, stream)
+                if problems:
+                    raise RuntimeError("answers wrong: " + "; ".join(problems))
+                for c in conns:
+                    samples = []
+                    for _ in range(args.repeat):
+                        rec = None
+                        for attempt in range(1 + args.retries):
+                            idle = quiet.wait()
+                            new = measure(t, proc, nginx, port, c, stream, window, args)
+                            new["background_pct_before"], new["attempt"] = idle, attempt + 1
+                            if rec is None or new["interference_pct"] < rec["interference_pct"]:
+                                rec = new
+                            if rec["interference_pct"] <= quiet.threshold or attempt == args.retries:
+                                break
+                            print(f"{label:28} c={c:<3} other load {new['interference_pct']:.0f}% "
+                                  f"of a core during the run; measuring again", flush=True)
+                        samples.append(rec)
+                    rec = median_of(samples)
+                    by_cell.setdefault((t.name, mode, c), []).append(rec)
+                    lat = rec["latency_ms"]
+                    print(f"{label:28} c={c:<3} {rec['rps']:>9,.0f} req/s  p50 {lat['p50']:.3f} "
+                          f"p99 {lat['p99']:.3f} ms  cpu {fmt(rec['proxy_cpu_pct'], '{:.0f}')}%  "
+                          f"b {fmt(rec['split']['b_share'], '{:.2%}')}  "
+                          f"other {rec['interference_pct']:.0f}%  "
+                          f"{'ok' if not rec['problems'] else 'PROBLEM: ' + '; '.join(rec['problems'])}",
+                          flush=True)
+            except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as exc:
+                failures.append(f"{label}: {exc}")
+                print(f"{label:28} FAILED: {exc}", flush=True)
+            finally:
+                if proc is not None:
+                    proc.stop()
+                    started.remove(proc)
+                    deadline = time.monotonic() + 10
+                    while not port_free(proxy_port) and time.monotonic() < deadline:
+                        time.sleep(0.1)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -1309,12 +1328,20 @@ def main() -> int:
     if interrupted:
         print("interrupted: no results written", file=sys.stderr)
         return 130
+    for (name, mode, c), recs in by_cell.items():
+        rec = median_of(recs)
+        if args.rounds > 1:
+            rec = dict(rec, round_rps=[r["rps"] for r in recs])
+            lat = rec["latency_ms"]
+            print(f"{name + ' ' + mode:28} c={c:<3} {rec['rps']:>9,.0f} req/s  p50 {lat['p50']:.3f} "
+                  f"p99 {lat['p99']:.3f} ms  (median of {len(recs)} rounds)", flush=True)
+        results.append(rec)
     doc = {
         "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "config": {"argv": sys.argv[1:], "smoke": args.smoke, "duration_s": args.duration, "warmup_s": args.warmup,
                    "connections": conns, "modes": modes, "wrk_threads": 1, "users": USERS,
                    "proxy_core": PROXY_CORE, "load_core": LOAD_CORE, "salt": SALT,
-                   "repeat": args.repeat, "retries": args.retries, "quiet_budget_s": args.quiet_budget,
+                   "repeat": args.repeat, "rounds": args.rounds, "retries": args.retries, "quiet_budget_s": args.quiet_budget,
                    "noise_threshold_pct": quiet.threshold},
         "machine": machine_info(python),
         "targets": [{"name": t.name, "about": t.about} for t in targets],
