@@ -20,7 +20,7 @@ def exchange(t: float, latency: float = 0.1, error: str | None = None) -> Exchan
 def test_windows_hold_what_they_should() -> None:
     s = Series(0.0)
     for t in (0.0, 100.0, 2000.0, 3990.0, 4000.0):
-        s.record(exchange(t), 0, t)
+        s.record(exchange(t))
     now = 4005.0
     assert s.window("60s", now)[0].requests == 2
     assert s.window("300s", now)[0].requests == 2
@@ -49,7 +49,8 @@ def play(reg: Registry, t: float, latency: float, error: str | None, v: str, u: 
     x = exchange(t, latency, error)
     if fell_back:
         reg.track("r", v, "u2" if u == "u1" else "u1", t).absorb("connection", t)
-    reg.track("r", v, u, t).record(x, 5, t)
+    x.cost_nano = 5
+    reg.track("r", v, u, t).record(x)
 
 
 @settings(max_examples=50, deadline=None)
@@ -111,3 +112,25 @@ def test_variant_and_upstream_views_count_each_request_where_it_belongs(
         assert stats.errors[ERROR_INDEX["connection"]] == len(failed_here)
         assert sum(stats.errors) == len(failed_here) + sum(1 for e in served if e[2] is not None)
         assert sum(stats.absorbed) == 0
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(EVENT, min_size=1, max_size=200), st.integers(0, 3))
+def test_batched_recording_equals_recording_each_request(events: list[Event], exports: int) -> None:
+    # Registry.record queues requests and folds them BATCH at a time, per track, split
+    # where a 10 s slot ends; the numbers must be those of recording each at once. An
+    # export between (``exports`` of them) folds what is queued so far.
+    finished = [(exchange(t, latency, error), v, u) for t, latency, error, v, u, _ in events]
+    finished.sort(key=lambda item: item[0].end)
+    direct, batched = Registry(), Registry()
+    marks = {len(finished) * (i + 1) // (exports + 1) for i in range(exports)}
+    for i, (x, v, u) in enumerate(finished):
+        x.cost_nano = i
+        direct.track("r", v, u, x.start).record(x)
+        x.track = batched.track("r", v, u, x.start)
+        batched.record(x)
+        if i in marks:
+            batched.export("60s", x.end)
+    now = finished[-1][0].end + 1
+    for window in ("60s", "300s", "3600s", "cumulative"):
+        assert batched.export(window, now) == direct.export(window, now), window

@@ -422,3 +422,21 @@ def test_benchmark_smoke_run() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "HdrHistogram 2 digits" in out.stdout
+
+
+@settings(max_examples=80, deadline=None)
+@given(values=value_lists, cut=st.integers(0, 200), max_bins=st.sampled_from([2, 16, 2048]))
+def test_add_many_is_add_one_by_one(values: list[float], cut: int, max_bins: int) -> None:
+    # Two batches, so that the second one starts from a store the first one grew.
+    batched = DDSketch(max_bins=max_bins)
+    batched.add_many(values[:cut])
+    batched.add_many(iter(values[cut:]))
+    assert batched.to_dict() == sketch_of(values, max_bins=max_bins).to_dict()
+
+
+@pytest.mark.parametrize("bad", [-1.0, math.nan, math.inf, 1e300])
+def test_add_many_stops_at_a_bad_value_with_the_ones_before_recorded(bad: float) -> None:
+    sketch = sketch_of([1.0])
+    with pytest.raises(ValueError):
+        sketch.add_many([2.0, 0.0, 1e-3, bad, 5.0])
+    assert sketch.to_dict() == sketch_of([1.0, 2.0, 0.0, 1e-3]).to_dict()

@@ -8,7 +8,7 @@ for the hour; the cumulative total rides on the fine ring.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from math import floor
 from typing import Any
 
@@ -56,33 +56,54 @@ class SeriesStats:
         self.output_tokens = 0
         self.cost_nano = 0
 
-    def record(self, x: Exchange, cost_nano: int) -> None:
-        # Once per request: the Exchange's times are read once into locals, and no
-        # helper is called, because attribute and call overhead is most of the cost.
-        self.requests += 1
-        if x.error_class is not None:
-            self.errors[ERROR_INDEX[x.error_class]] += 1
-        start, sent, done, first = x.start, x.sent, x.upstream_done, x.first_chunk
-        total = x.end - start
-        self.latency.add(total)
-        if sent is not None and done is not None:
-            own = total - (done - sent)
-            self.overhead.add(own if own > 0.0 else 0.0)
-        if first is not None:
-            self.ttft.add(first - start)
-        if x.input_tokens:
-            self.input_tokens += x.input_tokens
-        out = x.output_tokens
-        if out:
-            self.output_tokens += out
-            # Generation time: streams from the first chunk, whole answers from the send.
-            begin = first if first is not None else sent
-            if done is not None and begin is not None and done > begin:
-                self.tps.add(out / (done - begin))
-        self.cost_nano += cost_nano
-        if x.attempts > 1:
-            self.retries += x.retries
-            self.fallbacks += x.fallbacks
+    def record_many(self, batch: Iterable[Exchange]) -> None:
+        """Finished requests, each with its ``cost_nano`` set. Their times are read once
+        into locals and the sketches get each batch in one call: attribute and call
+        overhead, not arithmetic, is most of the cost of recording."""
+        latency: list[float] = []
+        overhead: list[float] = []
+        ttft: list[float] = []
+        tps: list[float] = []
+        errors = self.errors
+        n = tokens_in = tokens_out = cost = retries = fallbacks = 0
+        for x in batch:
+            n += 1
+            if x.error_class is not None:
+                errors[ERROR_INDEX[x.error_class]] += 1
+            start, sent, done, first = x.start, x.sent, x.upstream_done, x.first_chunk
+            total = x.end - start
+            latency.append(total)
+            if sent is not None and done is not None:
+                own = total - (done - sent)
+                overhead.append(own if own > 0.0 else 0.0)
+            if first is not None:
+                ttft.append(first - start)
+            if x.input_tokens:
+                tokens_in += x.input_tokens
+            out = x.output_tokens
+            if out:
+                tokens_out += out
+                # Generation time: streams from the first chunk, whole answers from the send.
+                begin = first if first is not None else sent
+                if done is not None and begin is not None and done > begin:
+                    tps.append(out / (done - begin))
+            cost += x.cost_nano
+            if x.attempts > 1:
+                retries += x.retries
+                fallbacks += x.fallbacks
+        self.requests += n
+        self.input_tokens += tokens_in
+        self.output_tokens += tokens_out
+        self.cost_nano += cost
+        self.retries += retries
+        self.fallbacks += fallbacks
+        self.latency.add_many(latency)
+        if overhead:
+            self.overhead.add_many(overhead)
+        if ttft:
+            self.ttft.add_many(ttft)
+        if tps:
+            self.tps.add_many(tps)
 
     def fold_absorbed(self) -> None:
         """Seen from the upstream, an absorbed failure is a request that failed:
@@ -223,8 +244,17 @@ class Series:
             self._head = self.fine.current(now)
         return self._head
 
-    def record(self, x: Exchange, cost_nano: int, now: float) -> None:
-        self._roll(now).record(x, cost_nano)
+    def record(self, x: Exchange) -> None:
+        """A finished request (``cost_nano`` set), at its end."""
+        self._roll(x.end).record_many((x,))
+
+    def record_many(self, batch: list[Exchange]) -> None:
+        """Finished requests in the order they ended; split where a slot ends."""
+        if batch[-1].end < self._next_roll:
+            self._head.record_many(batch)  # all in the open slot: nearly always
+            return
+        for x in batch:
+            self.record(x)
 
     def absorb(self, error_class: str, now: float) -> None:
         self._roll(now).absorb(error_class)
@@ -263,7 +293,7 @@ class Registry:
 
     def __init__(self) -> None:
         self.tracks: dict[Track, Series] = {}
-        self._pending: list[tuple[Series, Exchange, int]] = []
+        self._pending: list[Exchange] = []
         # Shadow calls, never in the tracks: their numbers must not mix with live ones.
         self.shadows: dict[tuple[str, str], Series] = {}
         self.tallies: dict[tuple[str, str], Tally] = {}  # mirroring and agreement, cumulative
@@ -275,18 +305,29 @@ class Registry:
             series = self.tracks[key] = Series(now)
         return series
 
-    def record(self, track: Series, x: Exchange, cost_nano: int) -> None:
-        """Record a finished request (which must not change after) into its track."""
+    def record(self, x: Exchange) -> None:
+        """Record a finished request, which must not change after, into its track
+        (``x.track``), with its ``cost_nano`` set."""
         pending = self._pending
-        pending.append((track, x, cost_nano))
+        pending.append(x)
         if len(pending) >= BATCH:
             self.fold()
 
     def fold(self) -> None:
-        """Record what is queued; in the order the requests finished."""
+        """Record what is queued, each track's requests in the order they finished."""
         pending, self._pending = self._pending, []
-        for track, x, cost_nano in pending:
-            track.record(x, cost_nano, x.end)
+        if not pending:
+            return
+        first = pending[0].track
+        if all(x.track is first for x in pending):
+            batches: dict[Series | None, list[Exchange]] = {first: pending}
+        else:
+            batches = {}
+            for x in pending:
+                batches.setdefault(x.track, []).append(x)
+        for track, batch in batches.items():
+            if track is not None:
+                track.record_many(batch)
 
     def shadow_series(self, route: str, shadow: str, now: float) -> Series:
         key = (route, shadow)

@@ -62,13 +62,12 @@ class Observer:
         self.registry.track(x.route, x.variant, upstream, now).absorb(error_class, now)
 
     def finish(self, x: Exchange, snap: Snapshot) -> None:
-        cost = snap.cost_nano(x.model, x.input_tokens, x.output_tokens)
+        x.cost_nano = snap.cost_nano(x.model, x.input_tokens, x.output_tokens)
         track = x.track
         if track is not None:
             track.in_flight -= 1
-            self.registry.record(track, x, cost)
+            self.registry.record(x)
         if self.log is not None:
-            x.cost_nano = cost
             if x.route and (x.request_body is not None or x.response_body is not None):
                 sampler = snap.body_sampling.get(x.route)
                 if sampler is not None and sampler.redact is not None:

@@ -143,6 +143,48 @@ class DDSketch:
         if value > self._max:  # noqa: PLR1730
             self._max = value
 
+    def add_many(self, values: Iterable[float]) -> None:
+        """``add`` each value, in one call: for a batch (``metrics.Registry.fold``), the
+        per-value work is the arithmetic alone, the sketch's fields read and written
+        once. A value ``add`` refuses raises the same error, after the values before
+        it were recorded."""
+        multiplier, min_indexable = self._multiplier, self._min_indexable
+        counts, offset, n = self._counts, self._offset, self._n
+        count = zero = units = 0
+        lo, hi = self._min, self._max
+        try:
+            for value in values:
+                if value > min_indexable:
+                    j = ceil(log(value) * multiplier) - offset
+                    u = floor(value * _SUM_SCALE)
+                    if 0 <= j < n:
+                        counts[j] += 1
+                    else:
+                        # The store must be up to date for the reshape, as in add().
+                        self._count += count
+                        self._zero += zero
+                        count = zero = 0
+                        self._add_outside(j + offset)
+                        counts, offset, n = self._counts, self._offset, self._n
+                elif value >= 0.0:
+                    zero += 1
+                    u = floor(value * _SUM_SCALE)
+                else:
+                    raise ValueError(f"value must be a non-negative number, got {value!r}")
+                count += 1
+                units += u
+                if value < lo:  # noqa: PLR1730
+                    lo = value
+                if value > hi:  # noqa: PLR1730
+                    hi = value
+        except OverflowError:
+            raise ValueError(f"value must be finite and < 1e296, got {value!r}") from None
+        finally:
+            self._count += count
+            self._zero += zero
+            self._sum_units += units
+            self._min, self._max = lo, hi
+
     def _add_outside(self, index: int) -> None:
         # Called before _count is incremented, so _store_empty() describes the old state.
         if self._store_empty():

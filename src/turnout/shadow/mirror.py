@@ -212,8 +212,8 @@ class Mirror:
             if not cancelled:
                 if x.error_class is not None:
                     tally.failed += 1
-                cost = snap.cost_nano(x.model, x.input_tokens, x.output_tokens)
-                series.record(x, cost, x.end)
+                x.cost_nano = snap.cost_nano(x.model, x.input_tokens, x.output_tokens)
+                series.record(x)
         ok = x.error_class is None and reply is not None
         text = reply.text if ok and reply is not None else None
         return Answer(text, x.status, x.error_class), body
