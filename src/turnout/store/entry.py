@@ -56,7 +56,8 @@ COLUMNS = (
     " input_tokens, output_tokens, cost_usd, key_hash, stream, attempts,"
     " request_body, response_body"
 )
-_ROW = f"({', '.join('?' * 17)})"
+WIDTH = 17  # values a row binds: the columns above
+_ROW = f"({', '.join('?' * WIDTH)})"
 INSERT = f"INSERT INTO request_log ({COLUMNS}) VALUES {_ROW}"
 
 

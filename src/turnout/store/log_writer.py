@@ -51,6 +51,7 @@ from types import FrameType
 from typing import Any
 
 from turnout.store.entry import (
+    WIDTH,
     EntryValues,
     KeyHasher,
     Redactor,
@@ -111,7 +112,9 @@ class Writer:
         self.conn.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
         self.conn.set_progress_handler(self._progress, PROGRESS_STEPS)
         self.hasher = KeyHasher(settings.key_secret)
-        self.ready: list[tuple[Any, ...]] = []  # converted, not yet committed
+        # Rows converted and not yet committed, as the flat list of values their
+        # INSERT binds: extended row by row, sliced by statement, never re-flattened.
+        self.ready: list[Any] = []
         self.written = self.lost = self.batches = self.write_errors = 0
         self.redaction_failures = self.retention_deleted = 0
         self.messages: list[tuple[int, str]] = []  # for the gateway to log
@@ -135,7 +138,7 @@ class Writer:
     def add(self, entries: list[EntryValues]) -> None:
         """Convert ``entries`` to rows, committing every full batch."""
         hasher, redactor, ready = self.hasher, self._redactor, self.ready
-        size = self.settings.batch_size
+        size = self.settings.batch_size * WIDTH
         for values in entries:
             try:
                 row, redaction_failed = to_row(values, hasher, redactor)
@@ -144,7 +147,7 @@ class Writer:
                 continue
             if redaction_failed:
                 self.redaction_failures += 1
-            ready.append(row)
+            ready.extend(row)
             if monotonic_ns() >= self._slice_end:
                 os.sched_yield()
                 self._slice_end = monotonic_ns() + SLICE_NS
@@ -154,8 +157,8 @@ class Writer:
 
     def write_pending(self) -> None:
         if self.ready:
-            rows, self.ready = self.ready, []
-            self._commit(rows)
+            values, self.ready = self.ready, []
+            self._commit(values)
 
     def tidy(self, now: float) -> None:
         """One retention step, if one is due at ``now`` or a pass is under way."""
@@ -195,27 +198,30 @@ class Writer:
             raise hook
         return hook
 
-    def _commit(self, rows: list[tuple[Any, ...]]) -> None:
+    def _commit(self, values: list[Any]) -> None:
+        """Insert the rows whose values (``WIDTH`` each) are ``values``, in one
+        transaction."""
         conn = self.conn
+        rows = len(values) // WIDTH
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for start in range(0, len(rows), ROWS_PER_STATEMENT):
-                    chunk = rows[start : start + ROWS_PER_STATEMENT]
-                    sql = self._inserts.get(len(chunk))
+                for start in range(0, rows, ROWS_PER_STATEMENT):
+                    n = min(ROWS_PER_STATEMENT, rows - start)
+                    sql = self._inserts.get(n)
                     if sql is None:
-                        sql = self._inserts[len(chunk)] = multi_insert(len(chunk))
-                    conn.execute(sql, [value for row in chunk for value in row])
+                        sql = self._inserts[n] = multi_insert(n)
+                    conn.execute(sql, values[start * WIDTH : (start + n) * WIDTH])
                 self._slice_end = monotonic_ns() + SLICE_NS
                 conn.execute("COMMIT")
             except BaseException:
                 rollback(conn)
                 raise
         except Exception:
-            self.lost += len(rows)
-            self._failed(f"writing {len(rows)} request log rows")
+            self.lost += rows
+            self._failed(f"writing {rows} request log rows")
             return
-        self.written += len(rows)
+        self.written += rows
         self.batches += 1
         if self._failing:
             self._failing = False
