@@ -16,6 +16,9 @@ core and each saturated by its own wrk at the same connection count. Whatever th
 core does, it does to both. A target's whole process tree counts against it: the
 request log's writer process is in its session, on its core.
 
+``--modes sse/json --b turnout`` runs one target twice over, streaming against
+non-streaming: issue 6's "streaming within 15% of non-streaming", free of drift too.
+
 Reported per mode and round: each target's requests/s and CPU µs per request (its
 processes' CPU time over the requests it answered), and their ratios; the summary
 is the median round. ``rps a/b`` is the throughput of A as a share of B's, the
@@ -55,12 +58,13 @@ def start(t: h.Target, port: int, mode: str, up: h.Upstream, wd: Path, python: s
     return proc
 
 
-def load_both(ports: tuple[int, int], conns: int, seconds: int, stream: bool) -> list[dict]:
+def load_both(ports: tuple[int, int], conns: int, seconds: int, streams: tuple[bool, ...]
+              ) -> list[dict]:
     """Two wrk runs at once, one per target; their results in the same order."""
     out: list[dict] = [{}, {}]
 
     def run(i: int) -> None:
-        out[i] = h.run_wrk(ports[i], conns, seconds, stream)
+        out[i] = h.run_wrk(ports[i], conns, seconds, streams[i])
 
     threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
     for t in threads:
@@ -70,23 +74,26 @@ def load_both(ports: tuple[int, int], conns: int, seconds: int, stream: bool) ->
     return out
 
 
-def one_round(a: h.Target, b: h.Target, mode: str, up: h.Upstream, wd: Path, args) -> dict:
-    stream = mode == "sse"
+def one_round(a: h.Target, b: h.Target, modes: tuple[str, str], up: h.Upstream, wd: Path,
+              args) -> dict:
+    """A in ``modes[0]`` and B in ``modes[1]`` at once (the same mode, or JSON against
+    SSE for one target)."""
+    streams = tuple(mode == "sse" for mode in modes)
     base = args.base_port
     ports = (base + PORT_A_OFFSET, base + PORT_B_OFFSET)
     procs: list[h.Proc] = []
     try:
-        for t, port in zip((a, b), ports, strict=True):
-            procs.append(start(t, port, mode, up, wd / t.name, sys.executable))
+        for side, t, port, mode in zip("ab", (a, b), ports, modes, strict=True):
+            procs.append(start(t, port, mode, up, wd / side, sys.executable))
         if args.warmup:
-            load_both(ports, args.conns, args.warmup, stream)
+            load_both(ports, args.conns, args.warmup, streams)
         cpu0 = [p.cpu_seconds() for p in procs]
-        results = load_both(ports, args.conns, args.duration, stream)
+        results = load_both(ports, args.conns, args.duration, streams)
         cpu = [p.cpu_seconds() - c for p, c in zip(procs, cpu0, strict=True)]
     finally:
         for p in procs:
             p.stop()
-    row: dict = {"mode": mode}
+    row: dict = {"mode": modes[0] if modes[0] == modes[1] else "/".join(modes)}
     for name, res, seconds in zip("ab", results, cpu, strict=True):
         errors = sum(res["errors"].values())
         if errors:
@@ -104,7 +111,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--a", default="turnout", help="the target doing more (default turnout)")
     ap.add_argument("--b", default="turnout-bare", help="the baseline (default turnout-bare)")
-    ap.add_argument("--modes", default="json,sse")
+    ap.add_argument("--modes", default="json,sse",
+                    help="json, sse or both, each compared in turn; or a pair A/B, e.g. sse/json: "
+                         "A in the first mode against B in the second, at once")
     ap.add_argument("--conns", type=int, default=32, help="connections per target (default 32)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--duration", type=int, default=10, help="seconds per round (default 10)")
@@ -117,7 +126,14 @@ def main() -> int:
         args.rounds, args.duration, args.warmup = 1, 1, 0
     targets = {t.name: t for t in h.TARGETS}
     a, b = targets[args.a], targets[args.b]
-    modes = [m for m in args.modes.split(",") if m in ("json", "sse")]
+    if "/" in args.modes:
+        pair = tuple(args.modes.split("/"))
+        if len(pair) != 2 or not set(pair) <= {"json", "sse"}:
+            raise SystemExit("--modes A/B takes two of json, sse")
+        pairs = [pair]
+    else:
+        pairs = [(m, m) for m in args.modes.split(",") if m in ("json", "sse")]
+    modes = ["/".join(p) if p[0] != p[1] else p[0] for p in pairs]
     base = args.base_port
     up = h.Upstream({("json", "a"): base + 1, ("json", "b"): base + 2,
                      ("sse", "a"): base + 3, ("sse", "b"): base + 4})
@@ -135,8 +151,8 @@ def main() -> int:
         for port in up.ports.values():
             h.wait_port(port, nginx, 15)
         for rnd in range(args.rounds):
-            for mode in modes:
-                row = one_round(a, b, mode, up, wd / f"r{rnd + 1}-{mode}", args)
+            for pair, mode in zip(pairs, modes, strict=True):
+                row = one_round(a, b, pair, up, wd / f"r{rnd + 1}-{mode.replace('/', '-')}", args)
                 row["round"] = rnd + 1
                 rows.append(row)
                 print(f"r{rnd + 1} {mode:4}  {a.name} {row['a']['rps']:>8,.0f} req/s "
