@@ -143,6 +143,10 @@ class Target:
     env: dict[str, str] = dataclasses.field(default_factory=dict)  # extra environment
     start_timeout: float = 20.0  # seconds for it to listen
     mirrored_to_b: bool = False  # b also gets copies (turnout's shadow), counted by its admin
+    # Seconds per load in --smoke mode at the least: a target whose answers can take over
+    # a second under load (LiteLLM's SSE at 32 connections: p50 ~1 s on a slow day)
+    # must have time to complete some, or the smoke fails it for completing none.
+    smoke_seconds: int = 1
 
 
 TARGETS: list[Target] = []
@@ -150,7 +154,7 @@ TARGETS: list[Target] = []
 
 def target(name, *, about, split=sha256_split, requires=(), smoke=True, variant_header="x-variant",
            expected_b_share=None, exact_body=True, files=(), env=None, start_timeout=20.0,
-           mirrored_to_b=False):
+           mirrored_to_b=False, smoke_seconds=1):
     """Register a target. The function gets a Ctx and returns the argv that starts it.
 
     The harness runs that argv pinned to the proxy core, with cwd=bench/stack/proxies
@@ -162,7 +166,7 @@ def target(name, *, about, split=sha256_split, requires=(), smoke=True, variant_
     def register(fn):
         TARGETS.append(Target(name, fn, about, split, tuple(requires), smoke, variant_header,
                               expected_b_share, exact_body, tuple(files), dict(env or {}),
-                              start_timeout, mirrored_to_b))
+                              start_timeout, mirrored_to_b, smoke_seconds))
         return fn
 
     return register
@@ -347,7 +351,7 @@ general_settings:
 
 @target("litellm", about="LiteLLM proxy (uvicorn, 1 worker), weighted simple-shuffle 90/10",
         split=None, variant_header=None, expected_b_share=0.10, exact_body=False,
-        files=[str(LITELLM_VENV / "bin" / "litellm")], start_timeout=90.0,
+        files=[str(LITELLM_VENV / "bin" / "litellm")], start_timeout=90.0, smoke_seconds=5,
         env={"LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no fetch of the price map at start
              "LITELLM_LOG": "ERROR", "LITELLM_MODE": "PRODUCTION",
              "LITELLM_DONT_SHOW_FEEDBACK_BOX": "true", "DISABLE_SCHEMA_UPDATE": "true"})
@@ -772,7 +776,8 @@ def measure(t: Target, proc: Proc | None, nginx: Proc, port: int, conns: int, st
     cores0, procs0 = core_times(), proc_table()
     kids0, ng0 = children_cpu(), nginx.cpu_seconds()
     cpu0, t0 = (proc.cpu_seconds() if proc else 0.0), time.monotonic()
-    w = run_wrk(port, conns, args.duration, stream)
+    seconds = max(args.duration, t.smoke_seconds) if args.smoke else args.duration
+    w = run_wrk(port, conns, seconds, stream)
     cpu1, t1 = (proc.cpu_seconds() if proc else 0.0), time.monotonic()
     kids1, ng1 = children_cpu(), nginx.cpu_seconds()
     cores1, procs1 = core_times(), proc_table()
