@@ -11,7 +11,7 @@ last data event before ``[DONE]`` (OpenAI), or on every event, cumulative (vLLM'
 continuous usage), so the last one is the total; a failed stream ends with an error
 event. So of each piece the upstream sends, only its last data event is looked at,
 a few hundred bytes from the end, whatever the size of the piece: three scans of a
-whole 4 KB piece were a tenth of the gateway's CPU on a stream (bench/stack). The
+whole 4 KB piece were ~8% of the gateway's CPU on a stream (bench/stack). The
 events are counted, a full scan, only when no usage was asked for: the count is
 the fallback estimate of output tokens.
 """
