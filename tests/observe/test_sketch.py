@@ -51,8 +51,8 @@ def assert_within(sketch: DDSketch, values: Sequence[float], qs: Sequence[float]
 def model_bins(values: Sequence[float], sketch: DDSketch) -> tuple[int, list[int]]:
     """(offset, bins) by the documented rule, computed from scratch."""
     gamma = (1.0 + sketch.alpha) / (1.0 - sketch.alpha)
-    multiplier = 1.0 / math.log(gamma)  # the sketch's exact expression: boundaries agree
-    indices = [math.ceil(math.log(v) * multiplier) for v in values if v > sketch.min_indexable]
+    multiplier = 1.0 / math.log2(gamma)  # the sketch's exact expression: boundaries agree
+    indices = [math.ceil(math.log2(v) * multiplier) for v in values if v > sketch.min_indexable]
     if not indices:
         return 0, []
     top = max(indices)
@@ -434,9 +434,14 @@ def test_add_many_is_add_one_by_one(values: list[float], cut: int, max_bins: int
     assert batched.to_dict() == sketch_of(values, max_bins=max_bins).to_dict()
 
 
+@pytest.mark.parametrize("zero", [True, False])
 @pytest.mark.parametrize("bad", [-1.0, math.nan, math.inf, 1e300])
-def test_add_many_stops_at_a_bad_value_with_the_ones_before_recorded(bad: float) -> None:
+def test_add_many_stops_at_a_bad_value_with_the_ones_before_recorded(
+    bad: float, zero: bool
+) -> None:
+    # A NaN between larger and smaller values hides from min() and max().
+    before = [2.0, 0.0, 1e-3] if zero else [2.0, 1e-3]
     sketch = sketch_of([1.0])
     with pytest.raises(ValueError):
-        sketch.add_many([2.0, 0.0, 1e-3, bad, 5.0])
-    assert sketch.to_dict() == sketch_of([1.0, 2.0, 0.0, 1e-3]).to_dict()
+        sketch.add_many([*before, bad, 5.0, 1e-4])
+    assert sketch.to_dict() == sketch_of([1.0, *before]).to_dict()

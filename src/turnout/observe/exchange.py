@@ -82,13 +82,13 @@ class Exchange:
     def log_values(self) -> EntryValues:
         """Its request log entry, in the wire form (``store.entry.EntryValues``). Called
         when the log seals a batch, after the request finished: nothing changes it then."""
-        ttft = self.ttft
-        cost = self.cost_nano
+        start, first, cost = self.start, self.first_chunk, self.cost_nano
         return (
             self.request_id, self.wall_start, self.route, self.variant, self.upstream,
-            self.status, self.error_class, (self.end - self.start) * 1000.0,
-            None if ttft is None else ttft * 1000.0, self.input_tokens, self.output_tokens,
-            cost / 1e9 if cost else None, self.key, self.stream, self.attempts or 1,
+            self.status, self.error_class, (self.end - start) * 1000.0,
+            None if first is None else (first - start) * 1000.0,
+            self.input_tokens, self.output_tokens, cost / 1e9 if cost else None,
+            self.key, self.stream, self.attempts or 1,
             self.request_body, self.response_body, self.redact_spec,
         )  # fmt: skip
 

@@ -217,7 +217,7 @@ class Series:
     second set of inserts per request).
     """
 
-    __slots__ = ("_epoch", "_head", "_next_roll", "coarse", "fine", "in_flight")
+    __slots__ = ("_epoch", "_head", "_next_roll", "coarse", "fine", "in_flight", "queued")
 
     def __init__(self, now: float) -> None:
         self.fine: Windowed[SeriesStats] = Windowed(
@@ -227,6 +227,7 @@ class Series:
             SeriesStats, interval=60.0, horizon=3600.0, start=now
         )
         self.in_flight = 0
+        self.queued: list[Exchange] = []  # finished, to record in a batch (Registry.record)
         self._epoch = floor(now / FINE)
         self._next_roll = (self._epoch + 1) * FINE
         self._head = self.fine.current(now)
@@ -256,6 +257,13 @@ class Series:
         for x in batch:
             self.record(x)
 
+    def flush(self) -> None:
+        """Record what is queued."""
+        queued = self.queued
+        if queued:
+            self.record_many(queued)
+            queued.clear()
+
     def absorb(self, error_class: str, now: float) -> None:
         self._roll(now).absorb(error_class)
 
@@ -284,16 +292,17 @@ class Registry:
     per-upstream numbers are merges of tracks, made when exported (merging is exact),
     so a request costs one set of sketch inserts instead of two.
 
-    Finished requests are recorded in batches (``record``): queued as they end and
-    folded ``BATCH`` at a time, and before every export, so views are always
-    whole. Folded one by one between requests, the sketch inserts ran ~3x slower
-    than in a loop (bench/stack), the other work of a request having evicted
-    their code and data from the CPU caches in between.
+    Finished requests are recorded in batches (``record``): queued in their track as
+    they end, recorded ``BATCH`` at a time, and before every export, so views are
+    always whole. Per track, so that every batch is whole: the sketches count a
+    batch's values in C (``DDSketch.add_many``), at a cost per call that a small
+    batch would not repay. Folded one by one between requests, the sketch inserts
+    ran ~3x slower than in a loop (bench/stack), the other work of a request having
+    evicted their code and data from the CPU caches in between.
     """
 
     def __init__(self) -> None:
         self.tracks: dict[Track, Series] = {}
-        self._pending: list[Exchange] = []
         # Shadow calls, never in the tracks: their numbers must not mix with live ones.
         self.shadows: dict[tuple[str, str], Series] = {}
         self.tallies: dict[tuple[str, str], Tally] = {}  # mirroring and agreement, cumulative
@@ -307,27 +316,19 @@ class Registry:
 
     def record(self, x: Exchange) -> None:
         """Record a finished request, which must not change after, into its track
-        (``x.track``), with its ``cost_nano`` set."""
-        pending = self._pending
-        pending.append(x)
-        if len(pending) >= BATCH:
-            self.fold()
+        (``x.track``, set by ``Observer.begin``), with its ``cost_nano`` set."""
+        track = x.track
+        assert track is not None
+        queued = track.queued
+        queued.append(x)
+        if len(queued) >= BATCH:
+            track.record_many(queued)
+            queued.clear()
 
     def fold(self) -> None:
         """Record what is queued, each track's requests in the order they finished."""
-        pending, self._pending = self._pending, []
-        if not pending:
-            return
-        first = pending[0].track
-        if all(x.track is first for x in pending):
-            batches: dict[Series | None, list[Exchange]] = {first: pending}
-        else:
-            batches = {}
-            for x in pending:
-                batches.setdefault(x.track, []).append(x)
-        for track, batch in batches.items():
-            if track is not None:
-                track.record_many(batch)
+        for series in self.tracks.values():
+            series.flush()
 
     def shadow_series(self, route: str, shadow: str, now: float) -> Series:
         key = (route, shadow)

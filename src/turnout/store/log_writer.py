@@ -334,9 +334,12 @@ def serve(settings: WriterSettings, data: Connection, acks: Connection) -> None:
         os.nice(NICENESS)
     # Most rows bind several NULLs (no error, no bodies, no TTFT on a whole answer).
     # sqlite3 binds None only after a failed adaptation (protocol and attribute look-
-    # ups, ~0.35 µs a value); an identity adapter makes it a dict hit: ~0.8 µs a row
-    # less, in a process that does nothing else (bench/requestlog.py).
-    sqlite3.register_adapter(type(None), _identity)
+    # ups, ~0.35 µs a value); an adapter that returns None for None makes it a dict
+    # hit: ~0.8 µs a row less, in a process that does nothing else (bench/requestlog.py).
+    # The adapter is a C function, an empty dict's ``get`` (None is never a key in it),
+    # so that no Python frame is made for each NULL: another ~2% of this process's
+    # instructions (callgrind).
+    sqlite3.register_adapter(type(None), _NULLS.get)
     writer = Writer(settings)
     reader = FrameReader(data.fileno())
     told = writer.counters()
@@ -380,8 +383,7 @@ def _report(writer: Writer, acks: Connection, told: tuple[int, ...] | None) -> t
     return counters
 
 
-def _identity(value: None) -> None:
-    return value
+_NULLS: dict[object, None] = {}  # stays empty: its get(None) is None (see serve)
 
 
 def _grace(signum: int, frame: FrameType | None) -> None:
