@@ -154,6 +154,36 @@ def test_a_loggable_is_made_an_entry_when_sealed_and_a_failing_one_is_lost(
     assert got == [("req-1",), ("req-3",), ("req-4",)]
 
 
+class Tagged(tuple[Any, ...]):
+    """An entry's wire form as a tuple subclass."""
+
+
+def test_subclasses_of_an_entry_or_its_wire_form_are_written(make_log: MakeLog) -> None:
+    # submit() and the sealing take exact types on their fast path; a subclass must
+    # take the careful one, not be lost.
+    from dataclasses import dataclass  # noqa: PLC0415
+
+    from turnout.store.entry import LogEntry  # noqa: PLC0415
+
+    @dataclass(slots=True)
+    class MyEntry(LogEntry):
+        note: str = ""
+
+    base = entry(1)
+    mine = MyEntry(
+        **{**{f: getattr(base, f) for f in base.__dataclass_fields__}, "request_id": "req-2"}
+    )
+    log = make_log()
+    log.submit(mine)
+    log.submit(Tagged(entry_values(entry(3))))
+    log.submit(entry(4))
+    log.start()
+    assert log.flush()
+    assert (log.written, log.lost) == (3, 0)
+    got = query(log.path, "SELECT request_id FROM request_log ORDER BY request_id")
+    assert got == [("req-2",), ("req-3",), ("req-4",)]
+
+
 # -- reads ----------------------------------------------------------------------------
 
 

@@ -68,8 +68,9 @@ class SeriesStats:
         n = tokens_in = tokens_out = cost = retries = fallbacks = 0
         for x in batch:
             n += 1
-            if x.error_class is not None:
-                errors[ERROR_INDEX[x.error_class]] += 1
+            error = x.error_class
+            if error is not None:
+                errors[ERROR_INDEX[error]] += 1
             start, sent, done, first = x.start, x.sent, x.upstream_done, x.first_chunk
             total = x.end - start
             latency.append(total)
@@ -78,8 +79,9 @@ class SeriesStats:
                 overhead.append(own if own > 0.0 else 0.0)
             if first is not None:
                 ttft.append(first - start)
-            if x.input_tokens:
-                tokens_in += x.input_tokens
+            tokens = x.input_tokens
+            if tokens:
+                tokens_in += tokens
             out = x.output_tokens
             if out:
                 tokens_out += out
