@@ -439,7 +439,7 @@ def test_add_many_is_add_one_by_one(values: list[float], cut: int, max_bins: int
 def test_add_many_stops_at_a_bad_value_with_the_ones_before_recorded(
     bad: float, zero: bool
 ) -> None:
-    # A NaN between larger and smaller values hides from min() and max().
+    # With and without a zero (the zero bucket's branch) before the bad value.
     before = [2.0, 0.0, 1e-3] if zero else [2.0, 1e-3]
     sketch = sketch_of([1.0])
     with pytest.raises(ValueError):

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from tests.store.conftest import MakeLog
 from tests.store.util import count_rows, entry, query, wait_until
 
-from turnout.store.entry import entry_values
+from turnout.store.entry import LogEntry, entry_values
 
 # -- batching and the queue -----------------------------------------------------------
 
@@ -159,12 +160,7 @@ class Tagged(tuple[Any, ...]):
 
 
 def test_subclasses_of_an_entry_or_its_wire_form_are_written(make_log: MakeLog) -> None:
-    # submit() and the sealing take exact types on their fast path; a subclass must
-    # take the careful one, not be lost.
-    from dataclasses import dataclass  # noqa: PLC0415
-
-    from turnout.store.entry import LogEntry  # noqa: PLC0415
-
+    # A subclass of LogEntry, or of the wire tuple, is an entry like them: not lost.
     @dataclass(slots=True)
     class MyEntry(LogEntry):
         note: str = ""

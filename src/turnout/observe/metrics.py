@@ -296,11 +296,10 @@ class Registry:
 
     Finished requests are recorded in batches (``record``): queued in their track as
     they end, recorded ``BATCH`` at a time, and before every export, so views are
-    always whole. Per track, so that every batch is whole: the sketches count a
-    batch's values in C (``DDSketch.add_many``), at a cost per call that a small
-    batch would not repay. Folded one by one between requests, the sketch inserts
-    ran ~3x slower than in a loop (bench/stack), the other work of a request having
-    evicted their code and data from the CPU caches in between.
+    always whole. Queued per track, so that nothing regroups them by track when they
+    are recorded. Folded one by one between requests, the sketch inserts ran ~3x
+    slower than in a loop (bench/stack), the other work of a request having evicted
+    their code and data from the CPU caches in between.
     """
 
     def __init__(self) -> None:
@@ -324,8 +323,7 @@ class Registry:
         queued = track.queued
         queued.append(x)
         if len(queued) >= BATCH:
-            track.record_many(queued)
-            queued.clear()
+            track.flush()
 
     def fold(self) -> None:
         """Record what is queued, each track's requests in the order they finished."""
