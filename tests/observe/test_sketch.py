@@ -445,3 +445,45 @@ def test_add_many_stops_at_a_bad_value_with_the_ones_before_recorded(
     with pytest.raises(ValueError):
         sketch.add_many([*before, bad, 5.0, 1e-4])
     assert sketch.to_dict() == sketch_of([1.0, *before]).to_dict()
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    first=st.lists(st.floats(min_value=1e-6, max_value=100.0), min_size=1, max_size=40),
+    second=st.lists(st.floats(min_value=1e-6, max_value=100.0), max_size=40),
+)
+def test_add_many_whole_batches_are_add_one_by_one(first: list[float], second: list[float]) -> None:
+    # Batches that add_many bins whole, with no per-value checks (above min_indexable,
+    # a total below 4096, in allocated bins: the second batch, mostly), as in live use.
+    batched = DDSketch()
+    batched.add_many(first)
+    batched.add_many(second)
+    assert batched.to_dict() == sketch_of(first + second).to_dict()
+
+
+def test_sum_rounds_each_value_to_the_nearest_unit_ties_to_even() -> None:
+    unit = SUM_RESOLUTION
+    # 1.0 + k/2 units: ties at 0.5 and 2.5 go down to even, 1.5 up to even.
+    values = [1.0 + 0.5 * unit, 1.0 + 1.5 * unit, 1.0 + 2.5 * unit, 5000.5, 0.3 * unit]
+    expected = 3 * 2**40 + 0 + 2 + 2 + int(5000.5 * 2**40) + 0
+    one_by_one = sketch_of(values)
+    whole = DDSketch()
+    whole.add_many(values[:3])  # allocates the bins
+    whole.add_many(values[:3])  # binned whole
+    whole.add_many(values[3:])
+    assert one_by_one.to_dict()["sum"] == str(expected)
+    assert whole.to_dict()["sum"] == str(expected + 3 * 2**40 + 4)
+
+
+@pytest.mark.parametrize("total", [4095.0, 4097.0, 9000.0, 5e5])
+def test_add_many_sum_stays_exact_around_the_whole_batch_limit(total: float) -> None:
+    # Float sums of values in 2**-40 units are exact below 8192 only: a batch near or
+    # past the limit must still sum as the values one by one do.
+    rnd = random.Random(int(total))
+    small = [rnd.uniform(1e-6, 1e-3) for _ in range(500)]
+    # The large values first, so that the small ones are added to a sum past the limit.
+    values = [(total - sum(small)) / 3 + rnd.uniform(-1.0, 1.0) for _ in range(3)] + small
+    batched = DDSketch()
+    batched.add_many(values)
+    batched.add_many(values)
+    assert batched.to_dict() == sketch_of(values + values).to_dict()

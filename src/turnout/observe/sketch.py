@@ -33,9 +33,13 @@ Merging is exact. The collapse rule depends only on the largest index seen, so t
 state after any interleaving of inserts and merges is the state after inserting every
 value into one sketch (same bins, count, min, max). The sum is kept as an integer
 number of ``SUM_RESOLUTION`` units for the same reason: float addition is not
-associative, and a merged sketch must equal the whole bit for bit.
+associative, and a merged sketch must equal the whole bit for bit. Each value counts
+as its nearest number of units, ties to even (computed with float arithmetic: see
+``_units``).
 
-Cost. ``add`` does one ``log2``, one ``ceil``, one list store and a few compares. It
+Cost. ``add`` does one ``log2``, one ``ceil``, one list store and a few compares.
+``add_many`` checks a typical batch whole in C and bins it with neither checks nor
+integer arithmetic per value: ~2.0k instructions a value against ~2.6k (callgrind). It
 grows no container once the bins cover the values seen; a cleared sketch keeps its
 bins' allocation, so a reused window slot does not allocate either. (CPython still
 creates the transient float and int objects of the arithmetic, released in the same
@@ -68,6 +72,21 @@ SUM_RESOLUTION = 1.0 / _SUM_SCALE
 # Spare bins allocated on each side when the range grows, so that a distribution
 # widening one bin at a time does not reallocate on every new extreme.
 _GROWTH_PAD = 16
+
+
+# Values below this are rounded to SUM_RESOLUTION units by float arithmetic alone:
+# ``(v + _EXACT) - _EXACT`` lands on a multiple of 2**-40 (the spacing of floats in
+# [2**12, 2**13)), the nearest, ties to even; and sums of such multiples stay exact
+# below 2 * _EXACT. Values at or above it are multiples of 2**-40 already.
+_EXACT = 4096.0
+
+
+def _units(value: float) -> int:
+    """``value`` in SUM_RESOLUTION units: ``value * 2**40`` to the nearest integer,
+    ties to even. Raises OverflowError for infinity or values past ~1.6e296."""
+    if value < _EXACT:
+        return floor(((value + _EXACT) - _EXACT) * _SUM_SCALE)
+    return floor(value * _SUM_SCALE)
 
 
 class DDSketch:
@@ -125,7 +144,7 @@ class DDSketch:
         if value > self._min_indexable:
             try:
                 j = ceil(log2(value) * self._multiplier) - self._offset
-                units = floor(value * _SUM_SCALE)
+                units = _units(value)
             except OverflowError:
                 raise ValueError(f"value must be finite and < 1e296, got {value!r}") from None
             if 0 <= j < self._n:
@@ -134,7 +153,7 @@ class DDSketch:
                 self._add_outside(j + self._offset)
         elif value >= 0.0:
             self._zero += 1
-            units = floor(value * _SUM_SCALE)
+            units = _units(value)
         else:
             raise ValueError(f"value must be a non-negative number, got {value!r}")
         self._count += 1
@@ -147,9 +166,45 @@ class DDSketch:
 
     def add_many(self, values: Iterable[float]) -> None:
         """``add`` each value, in one call: for a batch (``metrics.Registry.fold``), the
-        per-value work is the arithmetic alone, the sketch's fields read and written
-        once. A value ``add`` refuses raises the same error, after the values before
-        it were recorded."""
+        sketch's fields are read and written once. A value ``add`` refuses raises the
+        same error, after the values before it were recorded.
+
+        A batch above ``min_indexable``, of a total below ``_EXACT`` (4096), whose bins
+        are allocated (nearly every batch of times in seconds, once a sketch has seen
+        their range) is checked whole by C-level ``min``/``sum``/``max`` and then
+        binned with no per-value checks, its sum kept in a float (exact, see
+        ``_units``). Any other goes value by value (``_add_each``)."""
+        if type(values) is not list:
+            values = list(values)
+        if not values:
+            return
+        lo = min(values)
+        # sum() is NaN or infinite if a value is (min() and max() can skip a NaN); and a
+        # total below _EXACT keeps the rounded sum below 2 * _EXACT, exact (see _units).
+        if lo > self._min_indexable and sum(values) < _EXACT:
+            hi = max(values)
+            multiplier, offset = self._multiplier, self._offset
+            if (
+                ceil(log2(lo) * multiplier) >= offset
+                and ceil(log2(hi) * multiplier) - offset < self._n
+            ):
+                counts = self._counts
+                acc = 0.0
+                for value in values:
+                    counts[ceil(log2(value) * multiplier) - offset] += 1
+                    acc += (value + _EXACT) - _EXACT
+                self._count += len(values)
+                self._sum_units += floor(acc * _SUM_SCALE)
+                if lo < self._min:  # noqa: PLR1730
+                    self._min = lo
+                if hi > self._max:  # noqa: PLR1730
+                    self._max = hi
+                return
+        self._add_each(values)
+
+    def _add_each(self, values: list[float]) -> None:
+        """``add_many`` one checked value at a time: a batch with a zero, a value out
+        of the allocated bins, or a value ``add`` refuses."""
         multiplier, min_indexable = self._multiplier, self._min_indexable
         counts, offset, n = self._counts, self._offset, self._n
         count = zero = units = 0
@@ -158,7 +213,12 @@ class DDSketch:
             for value in values:
                 if value > min_indexable:
                     j = ceil(log2(value) * multiplier) - offset
-                    u = floor(value * _SUM_SCALE)
+                    # _units, inline
+                    u = floor(
+                        ((value + _EXACT) - _EXACT) * _SUM_SCALE
+                        if value < _EXACT
+                        else value * _SUM_SCALE
+                    )
                     if 0 <= j < n:
                         counts[j] += 1
                     else:
@@ -170,7 +230,7 @@ class DDSketch:
                         counts, offset, n = self._counts, self._offset, self._n
                 elif value >= 0.0:
                     zero += 1
-                    u = floor(value * _SUM_SCALE)
+                    u = _units(value)
                 else:
                     raise ValueError(f"value must be a non-negative number, got {value!r}")
                 count += 1
