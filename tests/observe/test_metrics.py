@@ -57,7 +57,10 @@ def play(reg: Registry, t: float, latency: float, error: str | None, v: str, u: 
 @given(st.lists(EVENT, min_size=1, max_size=60), st.integers(1, 4))
 def test_merged_exports_equal_one_process(events: list[Event], k: int) -> None:
     events.sort(key=lambda e: e[0])
-    now = events[-1][0] + 1
+    # After every request's end, as a real clock is: a request recorded at its end
+    # (t + latency), later than the export, would land in a slot the export
+    # does not see yet in one process and does in another.
+    now = max(t + latency for t, latency, *_ in events) + 1
     one = Registry()
     parts = [Registry() for _ in range(k)]
     for i, event in enumerate(events):

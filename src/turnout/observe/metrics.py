@@ -8,7 +8,7 @@ for the hour; the cumulative total rides on the fine ring.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from math import floor
 from typing import Any
 
@@ -58,7 +58,7 @@ class SeriesStats:
         self.output_tokens = 0
         self.cost_nano = 0
 
-    def record_many(self, batch: Iterable[Exchange]) -> None:
+    def record_many(self, batch: Sequence[Exchange]) -> None:
         """Finished requests, each with its ``cost_nano`` set. Their times are read once
         into locals and the sketches get each batch in one call: attribute and call
         overhead, not arithmetic, is most of the cost of recording."""
@@ -67,9 +67,8 @@ class SeriesStats:
         ttft: list[float] = []
         tps: list[float] = []
         errors = self.errors
-        n = tokens_in = tokens_out = cost = retries = fallbacks = 0
+        tokens_in = tokens_out = cost = retries = fallbacks = 0
         for x in batch:
-            n += 1
             error = x.error_class
             if error is not None:
                 errors[ERROR_INDEX[error]] += 1
@@ -95,7 +94,7 @@ class SeriesStats:
             if x.attempts > 1:
                 retries += x.retries
                 fallbacks += x.fallbacks
-        self.requests += n
+        self.requests += len(batch)
         self.input_tokens += tokens_in
         self.output_tokens += tokens_out
         self.cost_nano += cost

@@ -118,6 +118,7 @@ class RequestLog:
         self.dropped = 0
         self._unsealable = 0  # by the sealers, under the seal lock
         self._closed = False
+        self._room = 0  # entries submit may queue before it counts again (_make_room)
         self._hasher: KeyHasher | None = None
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
@@ -129,16 +130,26 @@ class RequestLog:
         ``Loggable``, made an entry when its batch is sealed) for writing; False
         (counted in ``dropped``) when the queue is full or the log closed. Never
         blocks, never does I/O."""
-        queued = self.submitted - self._ship.shipped - self._unsealable
-        if queued >= self._queue_limit or self._closed:
+        if self._room <= 0 and not self._make_room():
             self.dropped += 1
             return False
+        self._room -= 1
         buf = self._buf
         buf.append(entry_values(entry) if isinstance(entry, LogEntry) else entry)
         self.submitted += 1
         if len(buf) >= self._chunk:
             self._seal(0)
         return True
+
+    def _make_room(self) -> bool:
+        """Count the room left in the queue. Only this thread adds to the queue, and
+        others only take from it, so the room counted stays an upper bound of what
+        submit may add (it is counted again when used up, finding what was taken)."""
+        if self._closed:
+            return False
+        queued = self.submitted - self._ship.shipped - self._unsealable
+        self._room = self._queue_limit - queued
+        return self._room > 0
 
     def _seal(self, flags: int) -> None:
         """What is waiting, as one frame on the queue. Under a lock, so frames keep
@@ -147,12 +158,14 @@ class RequestLog:
         with self._seal_lock:
             buf = self._buf
             n = len(buf)
-            items = buf[:n]
+            items: list[Any] = buf[:n]  # tuples or Loggables (see below)
             del buf[:n]
             payload = b""
             if n:
                 try:
-                    entries = [e if isinstance(e, tuple) else e.log_values() for e in items]
+                    # type(), not isinstance(): cheaper for the usual Loggable; a
+                    # subclass of tuple goes the slow way below, made plain.
+                    entries = [e if type(e) is tuple else e.log_values() for e in items]
                     payload = marshal.dumps(entries)
                 except Exception:  # a field of an unexpected type: sort them out one by one
                     entries = [e for e in map(_values, items) if e is not None]
@@ -250,6 +263,7 @@ class RequestLog:
         if self._closed:
             return
         self._closed = True
+        self._room = 0  # submit counts again, and finds the log closed
         _OPEN.discard(self)
         if self._ship.started:
             self._ship.stop(time.monotonic() + timeout)
