@@ -6,7 +6,7 @@ hashing, body redaction (the hooks are imported here, by path), ``to_row``, the
 SQLite inserts and retention. It runs in its own interpreter, so its work never
 holds the gateway's GIL. On another core it costs the event loop nothing; on the
 same core (a pinned gateway: the child inherits the affinity) it runs niced, in
-slices of ~0.1 ms with a ``sched_yield`` after each, so that the loop waits for it
+slices of ~30 µs with a ``sched_yield`` after each, so that the loop waits for it
 about that long at most, commits and checkpoints aside (see the constants).
 
 The wire, one pipe each way:
@@ -73,9 +73,13 @@ COUNTERS = 6
 # kernel may let this process run for milliseconds before it preempts it for the
 # event loop, whatever its niceness: a CPU hog in 1.5 ms bursts put p99 loop
 # lateness at ~3.6 ms; yielding every 0.1 ms of work, at 0.18 ms. So the work is
-# cut into slices of ~0.1 ms, each followed by sched_yield (~1 µs when no one waits):
-# between rows in Python, and inside SQL statements through SQLite's progress handler.
-SLICE_NS = 100_000
+# cut into slices, each followed by sched_yield (~1 µs when no one waits): between
+# rows in Python, and inside SQL statements through SQLite's progress handler.
+# The slice's length moves the gateway's throughput by more than the writer's CPU
+# does (why, not pinned down). Two gateways sharing a core, all on over all off
+# (bench/stack/paired.py, medians of 7 rounds, JSON / SSE): 1 ms slices 0.82 / 0.83;
+# 0.1 ms 0.90 / 0.91; 30 µs 0.92 / 0.92 (two runs); 10 µs 0.91 / 0.93.
+SLICE_NS = 30_000
 PROGRESS_STEPS = 1_000  # SQLite VM instructions between looks at the clock
 # SQLite allows 32,766 bound values per statement; 17 columns x 500 rows stays well under.
 ROWS_PER_STATEMENT = 500
