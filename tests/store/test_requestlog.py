@@ -65,6 +65,17 @@ def test_a_full_queue_drops_the_new_entry_at_once(make_log: MakeLog) -> None:
     ]
 
 
+def test_a_full_queue_takes_entries_again_once_it_drains(make_log: MakeLog) -> None:
+    log = make_log(queue_limit=10)
+    assert [log.submit(entry(i)) for i in range(11)] == [True] * 10 + [False]
+    log.start()  # the writer takes what waits: room again
+    wait_until(lambda: log.written == 10)
+    assert [log.submit(entry(i)) for i in range(11, 22)] == [True] * 10 + [False]
+    assert (log.submitted, log.dropped) == (20, 2)
+    assert log.flush()
+    assert count_rows(log.path) == 20
+
+
 def test_close_is_idempotent_and_refuses_later_entries(make_log: MakeLog) -> None:
     log = make_log()
     log.start()

@@ -213,7 +213,7 @@ class DDSketch:
             for value in values:
                 if value > min_indexable:
                     j = ceil(log2(value) * multiplier) - offset
-                    # _units, inline
+                    # _units, inline: a call less per value
                     u = floor(
                         ((value + _EXACT) - _EXACT) * _SUM_SCALE
                         if value < _EXACT
