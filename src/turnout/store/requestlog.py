@@ -130,7 +130,9 @@ class RequestLog:
         ``Loggable``, made an entry when its batch is sealed) for writing; False
         (counted in ``dropped``) when the queue is full or the log closed. Never
         blocks, never does I/O."""
-        if self._room <= 0 and not self._make_room():
+        # _closed on every entry: a close from another thread between reading and
+        # writing _room must not leave room that skips it.
+        if self._closed or (self._room <= 0 and not self._make_room()):
             self.dropped += 1
             return False
         self._room -= 1
@@ -145,8 +147,6 @@ class RequestLog:
         """Count the room left in the queue. Only this thread adds to the queue, and
         others only take from it, so the room counted stays an upper bound of what
         submit may add (it is counted again when used up, finding what was taken)."""
-        if self._closed:
-            return False
         queued = self.submitted - self._ship.shipped - self._unsealable
         self._room = self._queue_limit - queued
         return self._room > 0
@@ -263,7 +263,6 @@ class RequestLog:
         if self._closed:
             return
         self._closed = True
-        self._room = 0  # submit counts again, and finds the log closed
         _OPEN.discard(self)
         if self._ship.started:
             self._ship.stop(time.monotonic() + timeout)
